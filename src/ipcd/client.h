@@ -1,0 +1,88 @@
+/*
+ * client.h - one connected client and its two threads.
+ *
+ * Ownership: a Client is reference counted. Each of its running threads
+ * holds one reference, and so does anyone who works on it outside the
+ * registry lock; the last client_unref() closes the fd and frees it. The
+ * server's registry lists a Client while at least one of its threads runs
+ * (n_threads > 0, under the registry lock), so a Client found in the
+ * registry under that lock always has an open fd.
+ *
+ * Threads: the reader thread alone reads the socket, parses, runs commands
+ * and owns `in`, `out`, `req` and `scratch`; the sender thread alone writes
+ * to the socket. They meet only in `queue` (its own lock). Other threads
+ * (the main loop, `clients` and `stats` from other readers) touch only the
+ * immutable identity fields, the atomics and the queue.
+ */
+#pragma once
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "buffer.h"
+#include "proto.h"
+#include "queue.h"
+
+struct Server;
+
+typedef enum Transport {
+        TRANSPORT_UNIX,
+        TRANSPORT_TCP,
+} Transport;
+
+typedef enum Role {
+        ROLE_GUEST,
+        ROLE_USER,
+        ROLE_ADMIN,
+} Role;
+
+const char *role_to_string(Role r);
+const char *transport_to_string(Transport t);
+
+typedef struct Client {
+        struct Server *server; /* not owned; outlives every client */
+        atomic_uint n_ref;
+        int fd; /* owned */
+
+        /* Identity: set before the threads start, immutable after. */
+        uint64_t id;
+        Transport transport;
+        struct ucred cred; /* Unix peers */
+        char peer[64];     /* "pid=P uid=U gid=G" or "ADDR:PORT" */
+        uint64_t since_usec; /* CLOCK_REALTIME at accept */
+
+        atomic_int role;
+        atomic_uint_fast64_t n_commands;
+
+        Queue queue;
+
+        /* Reader thread only. */
+        Buffer in;
+        Buffer out;
+        Buffer scratch;
+        ProtoRequest req;
+        bool closing; /* quit or too-long: answer, then stop reading */
+
+        /* Registry, under the server's registry lock. */
+        struct Client *prev, *next;
+        unsigned n_threads;
+} Client;
+
+/* A new client for an accepted fd (taken over, also on failure). */
+int client_new(struct Server *s, int fd, const struct sockaddr *sa, socklen_t salen,
+               Client **ret);
+Client *client_ref(Client *c);
+void client_unref(Client *c);
+
+/* Thread entry points; each owns one reference. */
+void *client_reader_thread(void *userdata);
+void *client_sender_thread(void *userdata);
+
+/* Ask the reader to stop once it has read what is already received. */
+void client_stop_reading(Client *c);
+/* Break the connection now (drain timeout). */
+void client_abort(Client *c);

@@ -1,0 +1,158 @@
+/*
+ * queue.c - a client's bounded output queue; see queue.h for the rules.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "queue.h"
+
+int queue_init(Queue *q, size_t limit)
+{
+        int r;
+
+        *q = (Queue){ .limit = limit };
+        r = pthread_mutex_init(&q->lock, NULL);
+        if (r)
+                return -r;
+        r = pthread_cond_init(&q->can_send, NULL);
+        if (r) {
+                pthread_mutex_destroy(&q->lock);
+                return -r;
+        }
+        r = pthread_cond_init(&q->can_queue, NULL);
+        if (r) {
+                pthread_cond_destroy(&q->can_send);
+                pthread_mutex_destroy(&q->lock);
+                return -r;
+        }
+        return 0;
+}
+
+void chunk_free_list(Chunk *c)
+{
+        while (c) {
+                Chunk *next = c->next;
+                free(c->data);
+                free(c);
+                c = next;
+        }
+}
+
+void queue_done(Queue *q)
+{
+        chunk_free_list(q->head);
+        q->head = q->tail = NULL;
+        pthread_cond_destroy(&q->can_queue);
+        pthread_cond_destroy(&q->can_send);
+        pthread_mutex_destroy(&q->lock);
+}
+
+int queue_push(Queue *q, char *data, size_t len)
+{
+        Chunk *c = malloc(sizeof(*c));
+
+        if (!c) {
+                free(data);
+                return -ENOMEM;
+        }
+        *c = (Chunk){ .data = data, .len = len };
+
+        pthread_mutex_lock(&q->lock);
+        if (q->dead || q->closed) {
+                pthread_mutex_unlock(&q->lock);
+                chunk_free_list(c);
+                return -EPIPE;
+        }
+        if (q->tail)
+                q->tail->next = c;
+        else
+                q->head = c;
+        q->tail = c;
+        q->bytes += len;
+        /* One wake-up per batch; glibc skips the futex call when nobody waits. */
+        pthread_cond_signal(&q->can_send);
+        pthread_mutex_unlock(&q->lock);
+        return 0;
+}
+
+int queue_wait_space(Queue *q)
+{
+        int r = 0;
+
+        pthread_mutex_lock(&q->lock);
+        while (q->bytes > q->limit && !q->dead)
+                pthread_cond_wait(&q->can_queue, &q->lock);
+        if (q->dead)
+                r = -EPIPE;
+        pthread_mutex_unlock(&q->lock);
+        return r;
+}
+
+Chunk *queue_take_all(Queue *q)
+{
+        Chunk *c;
+
+        pthread_mutex_lock(&q->lock);
+        while (!q->head && !q->closed && !q->dead)
+                pthread_cond_wait(&q->can_send, &q->lock);
+        if (q->dead) {
+                pthread_mutex_unlock(&q->lock);
+                return NULL;
+        }
+        c = q->head;
+        q->head = q->tail = NULL;
+        pthread_mutex_unlock(&q->lock);
+        return c;
+}
+
+void queue_sent(Queue *q, size_t n)
+{
+        pthread_mutex_lock(&q->lock);
+        q->bytes -= n <= q->bytes ? n : q->bytes;
+        if (q->bytes <= q->limit)
+                pthread_cond_signal(&q->can_queue);
+        pthread_mutex_unlock(&q->lock);
+}
+
+void queue_close(Queue *q)
+{
+        pthread_mutex_lock(&q->lock);
+        q->closed = true;
+        pthread_cond_signal(&q->can_send);
+        pthread_mutex_unlock(&q->lock);
+}
+
+void queue_kill(Queue *q)
+{
+        Chunk *c;
+
+        pthread_mutex_lock(&q->lock);
+        q->dead = true;
+        c = q->head;
+        q->head = q->tail = NULL;
+        q->bytes = 0;
+        pthread_cond_broadcast(&q->can_send);
+        pthread_cond_broadcast(&q->can_queue);
+        pthread_mutex_unlock(&q->lock);
+        chunk_free_list(c);
+}
+
+bool queue_is_dead(Queue *q)
+{
+        bool d;
+
+        pthread_mutex_lock(&q->lock);
+        d = q->dead;
+        pthread_mutex_unlock(&q->lock);
+        return d;
+}
+
+size_t queue_bytes(Queue *q)
+{
+        size_t b;
+
+        pthread_mutex_lock(&q->lock);
+        b = q->bytes;
+        pthread_mutex_unlock(&q->lock);
+        return b;
+}

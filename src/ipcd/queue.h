@@ -1,0 +1,59 @@
+/*
+ * queue.h - a client's bounded output queue: frames waiting for the
+ * sender thread.
+ *
+ * Producers (the client's reader thread; later, publishers) append whole
+ * batches of frames as Chunks; the client's sender thread takes everything
+ * queued at once and writes it with writev(). `lock` guards every field;
+ * it is a leaf lock: nothing else is taken while it is held (the registry
+ * lock may be held around it, never the other way round).
+ *
+ * `bytes` counts both what is queued and what the sender has taken but not
+ * written yet, so the limit bounds the memory a client can pin.
+ */
+#pragma once
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct Chunk {
+        struct Chunk *next;
+        char *data; /* owned */
+        size_t len;
+} Chunk;
+
+typedef struct Queue {
+        pthread_mutex_t lock;
+        pthread_cond_t can_send;  /* sender waits: frames queued, closed or dead */
+        pthread_cond_t can_queue; /* reader waits: under the limit, or dead */
+        Chunk *head, *tail;
+        size_t bytes;
+        size_t limit;
+        bool closed; /* no more frames will come; the sender ends when empty */
+        bool dead;   /* the connection is broken: everything is dropped */
+} Queue;
+
+int queue_init(Queue *q, size_t limit);
+void queue_done(Queue *q);
+
+/* Take ownership of `data` and queue it; -EPIPE (data freed) if dead. */
+int queue_push(Queue *q, char *data, size_t len);
+/* Block while over the limit; -EPIPE if the queue is dead. */
+int queue_wait_space(Queue *q);
+/*
+ * Block until something is queued; return the whole list (the caller
+ * frees it with chunk_free_list() after writing). NULL means the sender is
+ * done: closed and drained, or dead.
+ */
+Chunk *queue_take_all(Queue *q);
+/* The sender has written n bytes that it took. */
+void queue_sent(Queue *q, size_t n);
+/* No more frames will be pushed; the sender drains and ends. */
+void queue_close(Queue *q);
+/* The connection is broken: drop what is queued, wake both threads. */
+void queue_kill(Queue *q);
+bool queue_is_dead(Queue *q);
+size_t queue_bytes(Queue *q);
+
+void chunk_free_list(Chunk *c);

@@ -1,0 +1,482 @@
+/*
+ * server.c - the main thread: listeners, the select() accept loop, the
+ * client registry and the drain at shutdown. See server.h for locking.
+ *
+ * select() only ever sees the listening fds and the wake-up eventfd (all
+ * checked to be below FD_SETSIZE at start); client fds belong to their
+ * threads and never go near it.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/select.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "listener.h"
+#include "log.h"
+#include "server.h"
+
+/* Thread stacks: small, since a client costs two threads. Sanitizers need
+ * far more stack for their bookkeeping. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CLIENT_STACK_SIZE (1024 * 1024)
+#else
+#define CLIENT_STACK_SIZE (64 * 1024)
+#endif
+/* Clients accepted per listener per loop iteration, so that one busy
+ * listener cannot starve the others or the wake-up fd. */
+#define ACCEPT_BURST 64
+/* After EMFILE and the like, stop accepting for this long. */
+#define ACCEPT_BACKOFF_USEC (100 * 1000)
+
+/* Written by the signal handler, read by the main loop. */
+static volatile sig_atomic_t got_terminate, got_reload;
+static int signal_wake_fd = -1;
+
+static void on_signal(int sig)
+{
+        int saved = errno;
+        uint64_t one = 1;
+
+        if (sig == SIGHUP)
+                got_reload = 1;
+        else
+                got_terminate = sig;
+        if (signal_wake_fd >= 0)
+                (void)!write(signal_wake_fd, &one, sizeof(one));
+        errno = saved;
+}
+
+int server_init(Server *s, const Config *config)
+{
+        pthread_condattr_t ca;
+        int r;
+
+        *s = (Server){ .config = *config, .wake_fd = -1 };
+        s->start_usec = now_usec(CLOCK_MONOTONIC);
+
+        s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (s->wake_fd < 0)
+                return -errno;
+        if (s->wake_fd >= FD_SETSIZE)
+                return -EMFILE;
+
+        r = pthread_mutex_init(&s->lock, NULL);
+        if (r)
+                return -r;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        r = pthread_cond_init(&s->drained, &ca);
+        pthread_condattr_destroy(&ca);
+        if (r)
+                return -r;
+
+        r = pthread_attr_init(&s->thread_attr);
+        if (r)
+                return -r;
+        r = pthread_attr_setstacksize(&s->thread_attr, CLIENT_STACK_SIZE);
+        if (!r)
+                r = pthread_attr_setdetachstate(&s->thread_attr, PTHREAD_CREATE_DETACHED);
+        return -r;
+}
+
+void server_done(Server *s)
+{
+        for (size_t i = 0; i < s->n_listeners; i++)
+                listener_close(&s->listeners[i]);
+        free(s->listeners);
+        s->listeners = NULL;
+        s->n_listeners = 0;
+        s->wake_fd = safe_close(s->wake_fd);
+        signal_wake_fd = -1;
+        /* Threads that outlived the drain timeout may still use the rest;
+         * the process is about to exit and they die with it. */
+        if (s->n_clients == 0) {
+                pthread_attr_destroy(&s->thread_attr);
+                pthread_cond_destroy(&s->drained);
+                pthread_mutex_destroy(&s->lock);
+        }
+}
+
+static int server_add_listener(Server *s, Listener *l)
+{
+        Listener *n = realloc(s->listeners, (s->n_listeners + 1) * sizeof(*n));
+
+        if (!n)
+                return -ENOMEM;
+        s->listeners = n;
+        s->listeners[s->n_listeners++] = *l;
+        return 0;
+}
+
+static int open_from_systemd(Server *s, int n)
+{
+        char **names = NULL;
+        int r = 0;
+
+        n = sd_listen_fds_with_names(true, &names);
+        if (n < 0)
+                return log_error_errno(n, "Failed to take sockets from systemd: %m");
+
+        s->socket_activated = true;
+        for (int i = 0; i < n; i++) {
+                int fd = SD_LISTEN_FDS_START + i;
+                const char *fdname = names && names[i] ? names[i] : "unknown";
+                Listener l = { .fd = -1 };
+
+                if (r < 0) {
+                        close(fd); /* after a failure: close what is left */
+                        continue;
+                }
+                r = listener_from_fd(fd, &l);
+                if (r < 0) {
+                        log_error_errno(r,
+                                        "Socket fd %d (%s) from systemd is not a listening "
+                                        "AF_UNIX/AF_INET/AF_INET6 stream socket below "
+                                        "FD_SETSIZE: %m",
+                                        fd, fdname);
+                        close(fd);
+                        continue;
+                }
+                r = server_add_listener(s, &l);
+                if (r < 0)
+                        listener_close(&l);
+        }
+        for (int i = 0; names && i < n; i++)
+                free(names[i]);
+        free(names);
+        return r;
+}
+
+int server_open_listeners(Server *s, char **specs, size_t n_specs)
+{
+        char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+        char default_spec[sizeof(path) + 8];
+        char *default_specs[] = { default_spec };
+        int n, r;
+
+        n = sd_listen_fds(false);
+        if (n < 0)
+                return log_error_errno(n, "Failed to parse $LISTEN_FDS: %m");
+        if (n > 0) {
+                if (n_specs > 0)
+                        log_warning("Socket-activated: ignoring %zu --listen option(s)", n_specs);
+                return open_from_systemd(s, n);
+        }
+
+        if (n_specs == 0) {
+                char *slash;
+
+                r = address_default_socket_path(path, sizeof(path));
+                if (r < 0)
+                        return log_error_errno(r,
+                                               "No socket given and no default socket path "
+                                               "($RUNTIME_DIRECTORY, root's /run/ipcd, "
+                                               "$XDG_RUNTIME_DIR): %m");
+                slash = strrchr(path, '/');
+                if (slash && slash != path) {
+                        *slash = '\0';
+                        if (mkdir(path, 0755) < 0 && errno != EEXIST)
+                                return log_error_errno(errno, "Failed to create %s: %m", path);
+                        *slash = '/';
+                }
+                snprintf(default_spec, sizeof(default_spec), "unix:%s", path);
+                specs = default_specs;
+                n_specs = 1;
+        }
+
+        for (size_t i = 0; i < n_specs; i++) {
+                Listener l = { .fd = -1 };
+
+                r = listener_bind(specs[i], &l);
+                if (r == -EINVAL)
+                        return log_error_errno(r,
+                                               "Invalid listen address '%s': expected "
+                                               "unix:PATH or tcp:HOST:PORT",
+                                               specs[i]);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to listen on %s: %m", specs[i]);
+                r = server_add_listener(s, &l);
+                if (r < 0) {
+                        listener_close(&l);
+                        return log_error_errno(r, "Failed to add listener: %m");
+                }
+        }
+        return 0;
+}
+
+/* Answer `ERR busy` and close: for clients refused before they get threads. */
+static void refuse(Server *s, int fd, const char *why)
+{
+        Buffer b = BUFFER_INIT;
+
+        if (proto_append_err(&b, "busy", "%s", why) >= 0)
+                (void)send(fd, b.data, b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        buffer_done(&b);
+        (void)shutdown(fd, SHUT_WR);
+        close(fd);
+        atomic_fetch_add_explicit(&s->stats.clients_refused, 1, memory_order_relaxed);
+}
+
+static void registry_remove_locked(Server *s, Client *c)
+{
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                s->clients = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        c->prev = c->next = NULL;
+        s->n_clients--;
+        pthread_cond_broadcast(&s->drained);
+}
+
+void server_client_thread_done(Server *s, Client *c)
+{
+        bool gone;
+
+        pthread_mutex_lock(&s->lock);
+        gone = --c->n_threads == 0;
+        if (gone)
+                registry_remove_locked(s, c);
+        pthread_mutex_unlock(&s->lock);
+
+        if (gone)
+                log_client(LOG_INFO, c, "disconnected after %" PRIu64 " command(s)",
+                           (uint64_t)atomic_load(&c->n_commands));
+}
+
+static void server_add_client(Server *s, Listener *l, int fd, const Address *a)
+{
+        static RateLimit busy_rl = RATELIMIT_INIT(10 * 1000000, 5);
+        sigset_t all, old;
+        Client *c = NULL;
+        pthread_t t;
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = s->n_clients >= s->config.max_clients;
+        pthread_mutex_unlock(&s->lock);
+        if (r) {
+                if (ratelimit_below(&busy_rl))
+                        log_warning("MaxClients=%u reached, refusing a client on %s",
+                                    s->config.max_clients, l->name);
+                refuse(s, fd, "too many clients");
+                return;
+        }
+
+        r = client_new(s, fd, &a->sa, a->len, &c);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to set up a client on %s, dropping it: %m", l->name);
+                return;
+        }
+        if (l->transport != c->transport) {
+                /* Trust the listener over the peer address family. */
+                c->transport = l->transport;
+        }
+
+        pthread_mutex_lock(&s->lock);
+        c->id = ++s->next_id;
+        c->next = s->clients;
+        if (s->clients)
+                s->clients->prev = c;
+        s->clients = c;
+        s->n_clients++;
+        c->n_threads = 2;
+        pthread_mutex_unlock(&s->lock);
+        atomic_fetch_add_explicit(&s->stats.clients_total, 1, memory_order_relaxed);
+
+        log_client(LOG_INFO, c, "connected on %s from %s", l->name, c->peer);
+
+        /* Client threads never take signals: the main loop does. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+
+        r = pthread_create(&t, &s->thread_attr, client_sender_thread, client_ref(c));
+        if (r) {
+                client_unref(c); /* the sender's reference */
+                pthread_sigmask(SIG_SETMASK, &old, NULL);
+                log_warning_errno(r, "Failed to start a sender thread, refusing client %" PRIu64
+                                     ": %m", c->id);
+                (void)proto_append_err(&c->out, "busy", "server out of threads");
+                (void)send(c->fd, c->out.data, c->out.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+                atomic_fetch_add_explicit(&s->stats.clients_refused, 1, memory_order_relaxed);
+                pthread_mutex_lock(&s->lock);
+                c->n_threads = 0;
+                registry_remove_locked(s, c);
+                pthread_mutex_unlock(&s->lock);
+                client_unref(c);
+                return;
+        }
+
+        r = pthread_create(&t, &s->thread_attr, client_reader_thread, client_ref(c));
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r) {
+                Buffer b = BUFFER_INIT;
+
+                client_unref(c); /* the reader's reference */
+                log_warning_errno(r, "Failed to start a reader thread, refusing client %" PRIu64
+                                     ": %m", c->id);
+                atomic_fetch_add_explicit(&s->stats.clients_refused, 1, memory_order_relaxed);
+                /* The sender is running: let it deliver the refusal. */
+                if (proto_append_err(&b, "busy", "server out of threads") >= 0)
+                        (void)queue_push(&c->queue, b.data, b.len);
+                else
+                        buffer_done(&b);
+                queue_close(&c->queue);
+                server_client_thread_done(s, c);
+        }
+        client_unref(c);
+}
+
+static void server_accept(Server *s, Listener *l, uint64_t *paused_until)
+{
+        static RateLimit rl = RATELIMIT_INIT(10 * 1000000, 3);
+
+        for (int i = 0; i < ACCEPT_BURST; i++) {
+                Address a = { .len = sizeof(a.storage) };
+                int fd = accept4(l->fd, &a.sa, &a.len, SOCK_CLOEXEC);
+
+                if (fd >= 0) {
+                        server_add_client(s, l, fd, &a);
+                        continue;
+                }
+                switch (errno) {
+                case EAGAIN:
+#if EAGAIN != EWOULDBLOCK
+                case EWOULDBLOCK:
+#endif
+                        return;
+                case EINTR:
+                case ECONNABORTED:
+                case EPROTO:
+                        continue;
+                default:
+                        /* EMFILE, ENFILE, ENOBUFS, ENOMEM: the pending
+                         * connection stays in the backlog; back off instead
+                         * of spinning on a listener that stays readable. */
+                        if (ratelimit_below(&rl))
+                                log_warning_errno(errno,
+                                                  "Failed to accept on %s, pausing accepts for "
+                                                  "%d ms%s: %m",
+                                                  l->name, ACCEPT_BACKOFF_USEC / 1000,
+                                                  rl.suppressed ? " (repeated errors suppressed)"
+                                                                : "");
+                        *paused_until = now_usec(CLOCK_MONOTONIC) + ACCEPT_BACKOFF_USEC;
+                        return;
+                }
+        }
+}
+
+static int server_drain(Server *s)
+{
+        struct timespec deadline;
+        uint64_t until;
+        unsigned left;
+
+        (void)sd_notify(false, "STOPPING=1\nSTATUS=Stopping");
+        for (size_t i = 0; i < s->n_listeners; i++)
+                listener_close(&s->listeners[i]);
+
+        until = now_usec(CLOCK_MONOTONIC) + (uint64_t)s->config.drain_timeout_sec * 1000000;
+        deadline = (struct timespec){ .tv_sec = until / 1000000,
+                                      .tv_nsec = (until % 1000000) * 1000 };
+
+        pthread_mutex_lock(&s->lock);
+        s->stopping = true;
+        log_info("Stopping: answering what %u client(s) already sent", s->n_clients);
+        for (Client *c = s->clients; c; c = c->next)
+                client_stop_reading(c);
+        while (s->n_clients > 0)
+                if (pthread_cond_timedwait(&s->drained, &s->lock, &deadline) == ETIMEDOUT)
+                        break;
+
+        left = s->n_clients;
+        if (left > 0) {
+                log_warning("DrainTimeoutSec=%u passed, closing %u client(s) that did not "
+                            "take their answers",
+                            s->config.drain_timeout_sec, left);
+                for (Client *c = s->clients; c; c = c->next)
+                        client_abort(c);
+                until = now_usec(CLOCK_MONOTONIC) + 1000000;
+                deadline = (struct timespec){ .tv_sec = until / 1000000,
+                                              .tv_nsec = (until % 1000000) * 1000 };
+                while (s->n_clients > 0)
+                        if (pthread_cond_timedwait(&s->drained, &s->lock, &deadline) ==
+                            ETIMEDOUT)
+                                break;
+        }
+        pthread_mutex_unlock(&s->lock);
+        log_info("Stopped");
+        return 0;
+}
+
+int server_run(Server *s)
+{
+        struct sigaction sa = { .sa_handler = on_signal };
+        uint64_t paused_until = 0;
+        int r;
+
+        signal_wake_fd = s->wake_fd;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
+            sigaction(SIGHUP, &sa, NULL) < 0)
+                return log_error_errno(errno, "Failed to install signal handlers: %m");
+
+        for (size_t i = 0; i < s->n_listeners; i++)
+                log_info("Listening on %s", s->listeners[i].name);
+        (void)sd_notifyf(false, "READY=1\nSTATUS=Serving on %zu socket(s)", s->n_listeners);
+
+        while (!got_terminate) {
+                struct timeval tv, *tvp = NULL;
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+                bool paused = now < paused_until;
+                fd_set rfds;
+                int maxfd = s->wake_fd;
+
+                FD_ZERO(&rfds);
+                FD_SET(s->wake_fd, &rfds);
+                if (paused) {
+                        tv = (struct timeval){ .tv_sec = 0, .tv_usec = paused_until - now };
+                        tvp = &tv;
+                } else
+                        for (size_t i = 0; i < s->n_listeners; i++) {
+                                FD_SET(s->listeners[i].fd, &rfds);
+                                maxfd = MAX(maxfd, s->listeners[i].fd);
+                        }
+
+                r = select(maxfd + 1, &rfds, NULL, NULL, tvp);
+                if (r < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return log_error_errno(errno, "select() failed: %m");
+                }
+                if (FD_ISSET(s->wake_fd, &rfds)) {
+                        uint64_t v;
+                        (void)!read(s->wake_fd, &v, sizeof(v));
+                }
+                if (got_terminate)
+                        break;
+                if (got_reload) {
+                        got_reload = 0;
+                        log_notice("SIGHUP received: there is no configuration file to "
+                                   "re-read yet, ignoring");
+                }
+                if (paused)
+                        continue;
+                for (size_t i = 0; i < s->n_listeners; i++)
+                        if (FD_ISSET(s->listeners[i].fd, &rfds))
+                                server_accept(s, &s->listeners[i], &paused_until);
+        }
+
+        log_info("Received %s", got_terminate == SIGINT ? "SIGINT" : "SIGTERM");
+        return server_drain(s);
+}
