@@ -66,11 +66,18 @@ int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Cl
         atomic_init(&c->n_ref, 1);
         c->since_usec = now_usec(CLOCK_REALTIME);
 
-        r = queue_init(&c->queue, s->config.queue_limit_bytes);
+        /* Only the main thread creates clients, and it owns s->config. */
+        c->config = config_ref(s->config);
+        r = queue_init(&c->queue, c->config->queue_limit_bytes);
         if (r < 0) {
+                config_unref(c->config);
                 close(fd);
                 free(c);
                 return r;
+        }
+        if (c->config->client_idle_timeout_sec > 0) {
+                struct timeval tv = { .tv_sec = c->config->client_idle_timeout_sec };
+                (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         }
 
         if (sa->sa_family == AF_UNIX) {
@@ -115,6 +122,7 @@ void client_unref(Client *c)
         buffer_done(&c->out);
         buffer_done(&c->scratch);
         proto_request_done(&c->req);
+        config_unref(c->config);
         free(c);
 }
 
@@ -149,10 +157,10 @@ static void reader_too_long(Client *c)
         Server *s = c->server;
 
         (void)proto_append_err(&c->out, "too-long", "request line longer than %zu bytes",
-                               s->config.max_line_bytes);
+                               c->config->max_line_bytes);
         atomic_fetch_add_explicit(&s->stats.commands_failed, 1, memory_order_relaxed);
         log_client(LOG_NOTICE, c, "request line longer than %zu bytes, closing connection",
-                   s->config.max_line_bytes);
+                   c->config->max_line_bytes);
         c->closing = true;
 }
 
@@ -165,7 +173,7 @@ static void reader_line(Client *c, const char *line, size_t len)
 
         if (content > 0 && line[content - 1] == '\r')
                 content--;
-        if (content > s->config.max_line_bytes) {
+        if (content > c->config->max_line_bytes) {
                 reader_too_long(c);
                 return;
         }
@@ -236,6 +244,12 @@ void *client_reader_thread(void *userdata)
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
+                        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                                log_client(LOG_INFO, c,
+                                           "idle for ClientIdleTimeoutSec=%u, closing connection",
+                                           c->config->client_idle_timeout_sec);
+                                break;
+                        }
                         if (errno != ECONNRESET && errno != EPIPE)
                                 log_client(LOG_DEBUG, c, "read failed: %s", strerror(errno));
                         break;
@@ -260,7 +274,7 @@ void *client_reader_thread(void *userdata)
                         }
                 }
                 /* A partial line that can no longer fit (allowing for a CR). */
-                if (!c->closing && c->in.len - start > s->config.max_line_bytes + 1)
+                if (!c->closing && c->in.len - start > c->config->max_line_bytes + 1)
                         reader_too_long(c);
 
                 buffer_consume(&c->in, start);

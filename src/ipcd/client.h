@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 
 #include "buffer.h"
+#include "conf.h"
 #include "proto.h"
 #include "queue.h"
 
@@ -58,6 +59,7 @@ typedef struct Client {
         atomic_int role;
         atomic_uint_fast64_t n_commands;
 
+        Config *config; /* the configuration it was accepted under, referenced */
         Queue queue;
 
         /* Reader thread only. */

@@ -90,8 +90,11 @@ static int cmd_stats(Client *c, const ProtoRequest *req)
         unsigned n_clients;
         int r;
 
+        Config *config;
+
         pthread_mutex_lock(&s->lock);
         n_clients = s->n_clients;
+        config = config_ref(s->config);
         pthread_mutex_unlock(&s->lock);
 
 #define LOAD(x) ((uint64_t)atomic_load_explicit(&st->x, memory_order_relaxed))
@@ -112,12 +115,13 @@ static int cmd_stats(Client *c, const ProtoRequest *req)
                           "slow_consumer_disconnects: %" PRIu64 "\n"
                           "activation: %s\n",
                           (now_usec(CLOCK_MONOTONIC) - s->start_usec) / 1000000, n_clients,
-                          LOAD(clients_total), LOAD(clients_refused), s->config.max_clients,
+                          LOAD(clients_total), LOAD(clients_refused), config->max_clients,
                           LOAD(commands_ok), LOAD(commands_failed), LOAD(bytes_in),
                           LOAD(bytes_out), LOAD(events_published), LOAD(events_delivered),
                           LOAD(events_dropped), LOAD(slow_consumer_disconnects),
                           s->socket_activated ? "socket" : "standalone");
 #undef LOAD
+        config_unref(config);
         for (size_t i = 0; r >= 0 && i < s->n_listeners; i++)
                 r = buffer_printf(&c->scratch, "listener: %s\n", s->listeners[i].name);
         return reply_scratch(c, r);

@@ -18,7 +18,8 @@
 #include "log.h"
 #include "server.h"
 
-static Config arg_config;
+static ConfigOverrides arg_overrides;
+static bool arg_check_config;
 static char **arg_listen;
 static size_t arg_n_listen;
 
@@ -31,23 +32,25 @@ static void help(void)
                "Unix socket.\n"
                "\n"
                "Options:\n"
+               "  -c, --config FILE          read FILE instead of " SYSCONFDIR "/ipcd/ipcd.conf\n"
+               "      --check-config         check the configuration, print each problem as\n"
+               "                             file:line: message, and exit (1 on errors)\n"
                "  -l, --listen ADDR          listen on unix:PATH or tcp:HOST:PORT (repeatable;\n"
                "                             ignored when socket-activated)\n"
-               "      --max-clients N        refuse clients beyond N with ERR busy (default %u)\n"
-               "      --max-line-bytes N     longest request line (default %zu)\n"
+               "The following override the configuration file (see ipcd.conf(5)):\n"
+               "      --max-clients N        refuse clients beyond N with ERR busy (default 1024)\n"
+               "      --max-line-bytes N     longest request line (default 65536)\n"
                "      --queue-limit BYTES    per-client output queue limit, K/M/G suffixes\n"
                "                             (default 1M)\n"
                "      --drain-timeout SEC    at shutdown, how long clients may take their\n"
-               "                             answers (default %u)\n"
+               "                             answers (default 5)\n"
                "      --log-level LEVEL      err, warning, notice, info or debug (default info)\n"
                "  -h, --help                 show this help\n"
                "      --version              show the version\n"
                "\n"
                "Without --listen and without socket activation the socket is\n"
                "$RUNTIME_DIRECTORY/ipcd.sock, else /run/ipcd/ipcd.sock for root, else\n"
-               "$XDG_RUNTIME_DIR/ipcd.sock. See ipcd(8).\n",
-               CONFIG_DEFAULTS.max_clients, CONFIG_DEFAULTS.max_line_bytes,
-               CONFIG_DEFAULTS.drain_timeout_sec);
+               "$XDG_RUNTIME_DIR/ipcd.sock. SIGHUP re-reads the configuration. See ipcd(8).\n");
 }
 
 static int parse_argv(int argc, char *argv[])
@@ -59,8 +62,11 @@ static int parse_argv(int argc, char *argv[])
                 ARG_DRAIN_TIMEOUT,
                 ARG_LOG_LEVEL,
                 ARG_VERSION,
+                ARG_CHECK_CONFIG,
         };
         static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
                 { "listen", required_argument, NULL, 'l' },
                 { "max-clients", required_argument, NULL, ARG_MAX_CLIENTS },
                 { "max-line-bytes", required_argument, NULL, ARG_MAX_LINE_BYTES },
@@ -75,8 +81,14 @@ static int parse_argv(int argc, char *argv[])
         size_t sz;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "l:h", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "c:l:h", options, NULL)) >= 0) {
                 switch (c) {
+                case 'c':
+                        arg_overrides.config_path = optarg;
+                        break;
+                case ARG_CHECK_CONFIG:
+                        arg_check_config = true;
+                        break;
                 case 'l': {
                         char **n = realloc(arg_listen, (arg_n_listen + 1) * sizeof(*n));
                         if (!n)
@@ -91,7 +103,8 @@ static int parse_argv(int argc, char *argv[])
                                 fprintf(stderr, "ipcd: invalid --max-clients '%s'\n", optarg);
                                 return -EINVAL;
                         }
-                        arg_config.max_clients = v;
+                        arg_overrides.max_clients = v;
+                        arg_overrides.has_max_clients = true;
                         break;
                 case ARG_MAX_LINE_BYTES:
                         r = parse_size(optarg, &sz);
@@ -101,7 +114,8 @@ static int parse_argv(int argc, char *argv[])
                                         optarg);
                                 return -EINVAL;
                         }
-                        arg_config.max_line_bytes = sz;
+                        arg_overrides.max_line_bytes = sz;
+                        arg_overrides.has_max_line_bytes = true;
                         break;
                 case ARG_QUEUE_LIMIT:
                         r = parse_size(optarg, &sz);
@@ -110,7 +124,8 @@ static int parse_argv(int argc, char *argv[])
                                         optarg);
                                 return -EINVAL;
                         }
-                        arg_config.queue_limit_bytes = sz;
+                        arg_overrides.queue_limit_bytes = sz;
+                        arg_overrides.has_queue_limit = true;
                         break;
                 case ARG_DRAIN_TIMEOUT:
                         r = parse_uint(optarg, 3600, &v);
@@ -118,7 +133,8 @@ static int parse_argv(int argc, char *argv[])
                                 fprintf(stderr, "ipcd: invalid --drain-timeout '%s'\n", optarg);
                                 return -EINVAL;
                         }
-                        arg_config.drain_timeout_sec = v;
+                        arg_overrides.drain_timeout_sec = v;
+                        arg_overrides.has_drain_timeout = true;
                         break;
                 case ARG_LOG_LEVEL:
                         r = log_level_from_string(optarg);
@@ -126,7 +142,8 @@ static int parse_argv(int argc, char *argv[])
                                 fprintf(stderr, "ipcd: invalid --log-level '%s'\n", optarg);
                                 return -EINVAL;
                         }
-                        arg_config.log_level = r;
+                        arg_overrides.log_level = r;
+                        arg_overrides.has_log_level = true;
                         break;
                 case 'h':
                         help();
@@ -150,19 +167,36 @@ static int parse_argv(int argc, char *argv[])
 static int run(int argc, char *argv[])
 {
         static Server server; /* threads may outlive run() by a hair at exit */
+        Buffer errors = BUFFER_INIT;
+        Config *config = NULL;
         int r;
 
-        arg_config = CONFIG_DEFAULTS;
         log_open();
         r = parse_argv(argc, argv);
         if (r <= 0)
                 return r;
-        atomic_store(&log_max_level, arg_config.log_level);
+
+        r = config_load(&arg_overrides, &config, &errors);
+        if (arg_check_config) {
+                if (errors.len > 0)
+                        fwrite(errors.data, 1, errors.len, stderr);
+                buffer_done(&errors);
+                config_unref(config);
+                return r < 0 ? -EBADMSG : 0;
+        }
+        if (r < 0) {
+                if (errors.len > 0)
+                        log_error("Invalid configuration:\n%.*s", (int)errors.len - 1, errors.data);
+                buffer_done(&errors);
+                return log_error_errno(r, "Failed to load the configuration: %m");
+        }
+        buffer_done(&errors);
+        atomic_store(&log_max_level, config->log_level);
 
         /* A client that goes away must cost an EPIPE, not the process. */
         signal(SIGPIPE, SIG_IGN);
 
-        r = server_init(&server, &arg_config);
+        r = server_init(&server, config, &arg_overrides);
         if (r < 0)
                 return log_error_errno(r, "Failed to initialize: %m");
         r = server_open_listeners(&server, arg_listen, arg_n_listen);
@@ -179,6 +213,8 @@ int main(int argc, char *argv[])
         int r = run(argc, argv);
 
         free(arg_listen);
+        if (r == -EBADMSG) /* --check-config found problems: already printed */
+                return 1;
         if (r < 0) {
                 (void)sd_notifyf(false, "STATUS=Failed to start: %s\nERRNO=%d", strerror(-r),
                                  -r);

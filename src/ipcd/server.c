@@ -55,12 +55,12 @@ static void on_signal(int sig)
         errno = saved;
 }
 
-int server_init(Server *s, const Config *config)
+int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
 {
         pthread_condattr_t ca;
         int r;
 
-        *s = (Server){ .config = *config, .wake_fd = -1 };
+        *s = (Server){ .config = config, .overrides = *overrides, .wake_fd = -1 };
         s->start_usec = now_usec(CLOCK_MONOTONIC);
 
         s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -88,6 +88,16 @@ int server_init(Server *s, const Config *config)
         return -r;
 }
 
+Config *server_get_config(Server *s)
+{
+        Config *c;
+
+        pthread_mutex_lock(&s->lock);
+        c = config_ref(s->config);
+        pthread_mutex_unlock(&s->lock);
+        return c;
+}
+
 void server_done(Server *s)
 {
         for (size_t i = 0; i < s->n_listeners; i++)
@@ -100,6 +110,8 @@ void server_done(Server *s)
         /* Threads that outlived the drain timeout may still use the rest;
          * the process is about to exit and they die with it. */
         if (s->n_clients == 0) {
+                config_unref(s->config);
+                s->config = NULL;
                 pthread_attr_destroy(&s->thread_attr);
                 pthread_cond_destroy(&s->drained);
                 pthread_mutex_destroy(&s->lock);
@@ -263,12 +275,12 @@ static void server_add_client(Server *s, Listener *l, int fd, const Address *a)
         int r;
 
         pthread_mutex_lock(&s->lock);
-        r = s->n_clients >= s->config.max_clients;
+        r = s->n_clients >= s->config->max_clients;
         pthread_mutex_unlock(&s->lock);
         if (r) {
                 if (ratelimit_below(&busy_rl))
                         log_warning("MaxClients=%u reached, refusing a client on %s",
-                                    s->config.max_clients, l->name);
+                                    s->config->max_clients, l->name);
                 refuse(s, fd, "too many clients");
                 return;
         }
@@ -386,7 +398,7 @@ static int server_drain(Server *s)
         for (size_t i = 0; i < s->n_listeners; i++)
                 listener_close(&s->listeners[i]);
 
-        until = now_usec(CLOCK_MONOTONIC) + (uint64_t)s->config.drain_timeout_sec * 1000000;
+        until = now_usec(CLOCK_MONOTONIC) + (uint64_t)s->config->drain_timeout_sec * 1000000;
         deadline = (struct timespec){ .tv_sec = until / 1000000,
                                       .tv_nsec = (until % 1000000) * 1000 };
 
@@ -403,7 +415,7 @@ static int server_drain(Server *s)
         if (left > 0) {
                 log_warning("DrainTimeoutSec=%u passed, closing %u client(s) that did not "
                             "take their answers",
-                            s->config.drain_timeout_sec, left);
+                            s->config->drain_timeout_sec, left);
                 for (Client *c = s->clients; c; c = c->next)
                         client_abort(c);
                 until = now_usec(CLOCK_MONOTONIC) + 1000000;
@@ -419,10 +431,97 @@ static int server_drain(Server *s)
         return 0;
 }
 
+/* Re-read the configuration; a bad one leaves the running one in place. */
+static int server_reload(Server *s)
+{
+        Buffer errors = BUFFER_INIT;
+        Config *n = NULL, *old;
+        int r;
+
+        (void)sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=Reloading",
+                         now_usec(CLOCK_MONOTONIC));
+        r = config_load(&s->overrides, &n, &errors);
+        if (r < 0) {
+                char *line = errors.data, *nl;
+
+                /* One journal entry per problem, each naming file and line. */
+                while (line && line < errors.data + errors.len && (nl = strchr(line, '\n'))) {
+                        *nl = '\0';
+                        log_error("Configuration error, keeping the running configuration: %s",
+                                  line);
+                        line = nl + 1;
+                }
+                if (r != -EINVAL)
+                        log_error_errno(r, "Failed to reload the configuration: %m");
+                (void)sd_notify(false, "READY=1\nSTATUS=Reload failed, running configuration "
+                                       "kept; see the journal");
+                buffer_done(&errors);
+                return r;
+        }
+        buffer_done(&errors);
+
+        pthread_mutex_lock(&s->lock);
+        old = s->config;
+        s->config = n;
+        pthread_mutex_unlock(&s->lock);
+        config_unref(old);
+        atomic_store(&log_max_level, n->log_level);
+
+        log_info("Reloaded the configuration (new limits apply to new connections)");
+        (void)sd_notify(false, "READY=1\nSTATUS=Configuration reloaded");
+        return 0;
+}
+
+/*
+ * Once a tick: health check, watchdog ping, STATUS=, idle exit. The health
+ * check takes the registry lock with a deadline: if some thread wedged it,
+ * the pings stop and systemd's watchdog restarts us. Returns true when the
+ * daemon should exit for being idle.
+ */
+static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since, uint64_t *last_status)
+{
+        static RateLimit wedged_rl = RATELIMIT_INIT(10 * 1000000, 1);
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        uint64_t until = now_usec(CLOCK_REALTIME) + 2 * 1000000;
+        struct timespec deadline = { .tv_sec = until / 1000000,
+                                     .tv_nsec = (until % 1000000) * 1000 };
+        uint64_t commands;
+        unsigned n_clients;
+
+        if (pthread_mutex_timedlock(&s->lock, &deadline) != 0) {
+                if (ratelimit_below(&wedged_rl))
+                        log_error("The client registry lock is wedged; withholding watchdog "
+                                  "pings");
+                return false;
+        }
+        n_clients = s->n_clients;
+        pthread_mutex_unlock(&s->lock);
+
+        if (watchdog)
+                (void)sd_notify(false, "WATCHDOG=1");
+
+        commands = atomic_load(&s->stats.commands_ok) + atomic_load(&s->stats.commands_failed);
+        if (commands + n_clients * 1000003ULL != *last_status) {
+                *last_status = commands + n_clients * 1000003ULL;
+                (void)sd_notifyf(false, "STATUS=%u client(s), %" PRIu64 " command(s) served",
+                                 n_clients, commands);
+        }
+
+        if (!s->socket_activated || s->config->exit_idle_sec == 0 || n_clients > 0) {
+                *idle_since = 0;
+                return false;
+        }
+        if (*idle_since == 0)
+                *idle_since = now;
+        return now - *idle_since >= (uint64_t)s->config->exit_idle_sec * 1000000;
+}
+
 int server_run(Server *s)
 {
         struct sigaction sa = { .sa_handler = on_signal };
-        uint64_t paused_until = 0;
+        uint64_t paused_until = 0, next_tick, tick_usec = 1000000, watchdog_usec = 0;
+        uint64_t idle_since = 0, last_status = UINT64_MAX;
+        bool watchdog, idle_exit = false;
         int r;
 
         signal_wake_fd = s->wake_fd;
@@ -431,34 +530,49 @@ int server_run(Server *s)
             sigaction(SIGHUP, &sa, NULL) < 0)
                 return log_error_errno(errno, "Failed to install signal handlers: %m");
 
+        watchdog = sd_watchdog_enabled(false, &watchdog_usec) > 0;
+        if (watchdog)
+                tick_usec = MIN(tick_usec, watchdog_usec / 4);
+
         for (size_t i = 0; i < s->n_listeners; i++)
                 log_info("Listening on %s", s->listeners[i].name);
         (void)sd_notifyf(false, "READY=1\nSTATUS=Serving on %zu socket(s)", s->n_listeners);
+        next_tick = now_usec(CLOCK_MONOTONIC);
 
         while (!got_terminate) {
-                struct timeval tv, *tvp = NULL;
-                uint64_t now = now_usec(CLOCK_MONOTONIC);
+                struct timeval tv;
+                uint64_t now = now_usec(CLOCK_MONOTONIC), wake;
                 bool paused = now < paused_until;
                 fd_set rfds;
                 int maxfd = s->wake_fd;
 
+                if (now >= next_tick) {
+                        if (server_tick(s, watchdog, &idle_since, &last_status)) {
+                                idle_exit = true;
+                                break;
+                        }
+                        next_tick = now + tick_usec;
+                }
+
                 FD_ZERO(&rfds);
                 FD_SET(s->wake_fd, &rfds);
-                if (paused) {
-                        tv = (struct timeval){ .tv_sec = 0, .tv_usec = paused_until - now };
-                        tvp = &tv;
-                } else
+                if (!paused)
                         for (size_t i = 0; i < s->n_listeners; i++) {
                                 FD_SET(s->listeners[i].fd, &rfds);
                                 maxfd = MAX(maxfd, s->listeners[i].fd);
                         }
+                wake = paused ? MIN(paused_until, next_tick) : next_tick;
+                wake = wake > now ? wake - now : 0;
+                tv = (struct timeval){ .tv_sec = wake / 1000000, .tv_usec = wake % 1000000 };
 
-                r = select(maxfd + 1, &rfds, NULL, NULL, tvp);
+                r = select(maxfd + 1, &rfds, NULL, NULL, &tv);
                 if (r < 0) {
                         if (errno == EINTR)
                                 continue;
                         return log_error_errno(errno, "select() failed: %m");
                 }
+                if (r == 0)
+                        continue;
                 if (FD_ISSET(s->wake_fd, &rfds)) {
                         uint64_t v;
                         (void)!read(s->wake_fd, &v, sizeof(v));
@@ -467,8 +581,7 @@ int server_run(Server *s)
                         break;
                 if (got_reload) {
                         got_reload = 0;
-                        log_notice("SIGHUP received: there is no configuration file to "
-                                   "re-read yet, ignoring");
+                        (void)server_reload(s);
                 }
                 if (paused)
                         continue;
@@ -477,6 +590,11 @@ int server_run(Server *s)
                                 server_accept(s, &s->listeners[i], &paused_until);
         }
 
-        log_info("Received %s", got_terminate == SIGINT ? "SIGINT" : "SIGTERM");
+        if (idle_exit)
+                log_info("No clients for ExitIdleSec=%u, exiting; systemd starts ipcd again on "
+                         "the next connection",
+                         s->config->exit_idle_sec);
+        else
+                log_info("Received %s", got_terminate == SIGINT ? "SIGINT" : "SIGTERM");
         return server_drain(s);
 }

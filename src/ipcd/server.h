@@ -41,7 +41,8 @@ typedef struct Stats {
 } Stats;
 
 typedef struct Server {
-        Config config; /* read-only while threads run */
+        Config *config; /* current; swapped under `lock` by the main thread only */
+        ConfigOverrides overrides; /* the command line, re-applied on reload */
         Listener *listeners;
         size_t n_listeners;
         bool socket_activated;
@@ -58,7 +59,11 @@ typedef struct Server {
         bool stopping;
 } Server;
 
-int server_init(Server *s, const Config *config);
+/* Takes over the reference to `config`. */
+int server_init(Server *s, Config *config, const ConfigOverrides *overrides);
+
+/* The current configuration, referenced: for threads other than main. */
+Config *server_get_config(Server *s);
 void server_done(Server *s);
 
 /* Listeners: from systemd when LISTEN_FDS is set, else bind `specs`. */
