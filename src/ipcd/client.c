@@ -30,7 +30,7 @@
 /* After quit or too-long, how long and how much unread input we discard
  * before closing, so the close does not turn into a reset that could
  * destroy the answer in flight. */
-#define LINGER_USEC (2 * 1000000)
+#define LINGER_USEC  (2 * 1000000)
 #define LINGER_BYTES (16 * 1024 * 1024)
 
 const char *role_to_string(Role r)
@@ -76,7 +76,7 @@ int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Cl
                 return r;
         }
         if (c->config->client_idle_timeout_sec > 0) {
-                struct timeval tv = { .tv_sec = c->config->client_idle_timeout_sec };
+                struct timeval tv = {.tv_sec = c->config->client_idle_timeout_sec};
                 (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         }
 
@@ -94,7 +94,7 @@ int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Cl
                 atomic_init(&c->role, c->cred.uid == 0 ? ROLE_ADMIN : ROLE_USER);
         } else {
                 c->transport = TRANSPORT_TCP;
-                c->cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+                c->cred = (struct ucred){.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
                 if (address_peer_to_string(sa, salen, c->peer, sizeof(c->peer)) < 0)
                         snprintf(c->peer, sizeof(c->peer), "unknown");
                 atomic_init(&c->role, ROLE_GUEST);
@@ -203,7 +203,7 @@ static void reader_line(Client *c, const char *line, size_t len)
 /* Discard input for a while after the last answer, then let the close come. */
 static void reader_linger(Client *c)
 {
-        struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
+        struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
         uint64_t deadline = now_usec(CLOCK_MONOTONIC) + LINGER_USEC;
         size_t total = 0;
         char buf[1024];
@@ -334,7 +334,7 @@ void *client_sender_thread(void *userdata)
                         int n = 0;
 
                         for (; ch && n < SENDER_IOV; ch = ch->next)
-                                iov[n++] = (struct iovec){ ch->data, ch->len };
+                                iov[n++] = (struct iovec){ch->data, ch->len};
                         k = write_all(c->fd, iov, n);
                         if (k < 0) {
                                 error = (int)-k;

@@ -52,8 +52,8 @@ typedef struct Client {
         /* Identity: set before the threads start, immutable after. */
         uint64_t id;
         Transport transport;
-        struct ucred cred; /* Unix peers */
-        char peer[64];     /* "pid=P uid=U gid=G" or "ADDR:PORT" */
+        struct ucred cred;   /* Unix peers */
+        char peer[64];       /* "pid=P uid=U gid=G" or "ADDR:PORT" */
         uint64_t since_usec; /* CLOCK_REALTIME at accept */
 
         atomic_int role;
@@ -75,8 +75,7 @@ typedef struct Client {
 } Client;
 
 /* A new client for an accepted fd (taken over, also on failure). */
-int client_new(struct Server *s, int fd, const struct sockaddr *sa, socklen_t salen,
-               Client **ret);
+int client_new(struct Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Client **ret);
 Client *client_ref(Client *c);
 void client_unref(Client *c);
 

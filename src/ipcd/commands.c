@@ -116,9 +116,9 @@ static int cmd_stats(Client *c, const ProtoRequest *req)
                           "activation: %s\n",
                           (now_usec(CLOCK_MONOTONIC) - s->start_usec) / 1000000, n_clients,
                           LOAD(clients_total), LOAD(clients_refused), config->max_clients,
-                          LOAD(commands_ok), LOAD(commands_failed), LOAD(bytes_in),
-                          LOAD(bytes_out), LOAD(events_published), LOAD(events_delivered),
-                          LOAD(events_dropped), LOAD(slow_consumer_disconnects),
+                          LOAD(commands_ok), LOAD(commands_failed), LOAD(bytes_in), LOAD(bytes_out),
+                          LOAD(events_published), LOAD(events_delivered), LOAD(events_dropped),
+                          LOAD(slow_consumer_disconnects),
                           s->socket_activated ? "socket" : "standalone");
 #undef LOAD
         config_unref(config);
@@ -158,16 +158,14 @@ static int cmd_clients(Client *c, const ProtoRequest *req)
 static int cmd_help(Client *c, const ProtoRequest *req);
 
 static const Command commands[] = {
-        { "ping", ROLE_GUEST, 0, 1, "ping [TEXT]", "answer pong, or TEXT", cmd_ping },
-        { "echo", ROLE_GUEST, 0, -1, "echo TEXT...", "answer the arguments joined by spaces",
-          cmd_echo },
-        { "hello", ROLE_GUEST, 0, 0, "hello", "describe the server and this connection",
-          cmd_hello },
-        { "help", ROLE_GUEST, 0, 1, "help [COMMAND]",
-          "list the commands you may run, or show one command's usage", cmd_help },
-        { "quit", ROLE_GUEST, 0, 0, "quit", "answer OK, then close the connection", cmd_quit },
-        { "stats", ROLE_USER, 0, 0, "stats", "show server statistics", cmd_stats },
-        { "clients", ROLE_ADMIN, 0, 0, "clients", "list the connected clients", cmd_clients },
+    {"ping", ROLE_GUEST, 0, 1, "ping [TEXT]", "answer pong, or TEXT", cmd_ping},
+    {"echo", ROLE_GUEST, 0, -1, "echo TEXT...", "answer the arguments joined by spaces", cmd_echo},
+    {"hello", ROLE_GUEST, 0, 0, "hello", "describe the server and this connection", cmd_hello},
+    {"help", ROLE_GUEST, 0, 1, "help [COMMAND]",
+     "list the commands you may run, or show one command's usage", cmd_help},
+    {"quit", ROLE_GUEST, 0, 0, "quit", "answer OK, then close the connection", cmd_quit},
+    {"stats", ROLE_USER, 0, 0, "stats", "show server statistics", cmd_stats},
+    {"clients", ROLE_ADMIN, 0, 0, "clients", "list the connected clients", cmd_clients},
 };
 
 static const Command *command_find(const ProtoArg *name)
@@ -190,8 +188,8 @@ static int cmd_help(Client *c, const ProtoRequest *req)
                 if (!cmd || cmd->role > role)
                         return reply_err(c, "unknown-command", "unknown command: %.64s",
                                          req->args[1].data);
-                return reply_scratch(c, buffer_printf(&c->scratch, "%s - %s\n", cmd->usage,
-                                                      cmd->description));
+                return reply_scratch(
+                    c, buffer_printf(&c->scratch, "%s - %s\n", cmd->usage, cmd->description));
         }
         for (size_t i = 0; i < ELEMENTSOF(commands) && r >= 0; i++)
                 if (commands[i].role <= role)

@@ -18,7 +18,7 @@
 #include "log.h"
 #include "macro.h"
 
-#define CONFIG_MAIN SYSCONFDIR "/ipcd/ipcd.conf"
+#define CONFIG_MAIN       SYSCONFDIR "/ipcd/ipcd.conf"
 #define CONFIG_DROPIN_DIR SYSCONFDIR "/ipcd/ipcd.conf.d"
 
 int parse_uint(const char *s, unsigned long max, unsigned long *ret)
@@ -84,7 +84,7 @@ typedef struct Loader {
         Buffer *errors;
         const char *path;
         FILE *f;
-        unsigned line; /* line the parser is on, counted by our reader */
+        unsigned line;          /* line the parser is on, counted by our reader */
         unsigned reported_line; /* last line we reported an error for */
         unsigned n_errors;
 } Loader;
@@ -136,8 +136,9 @@ static int set_size(Loader *l, const char *key, const char *value, size_t min, s
         size_t v;
 
         if (parse_size(value, &v) < 0 || v < min || v > max) {
-                loader_error(l, "%s= must be a size from %zu to %zu bytes (K, M, G allowed), "
-                                "not '%s'",
+                loader_error(l,
+                             "%s= must be a size from %zu to %zu bytes (K, M, G allowed), "
+                             "not '%s'",
                              key, min, max, value);
                 return 1;
         }
@@ -171,8 +172,9 @@ static int loader_handler(void *user, const char *section, const char *name, con
         if (strcmp(name, "LogLevel") == 0) {
                 int level = log_level_from_string(value);
                 if (level < 0)
-                        loader_error(l, "LogLevel= must be err, warning, notice, info or "
-                                        "debug, not '%s'",
+                        loader_error(l,
+                                     "LogLevel= must be err, warning, notice, info or "
+                                     "debug, not '%s'",
                                      value);
                 else
                         c->log_level = level;
@@ -224,7 +226,7 @@ static int dropin_filter(const struct dirent *d)
 int config_load(const ConfigOverrides *o, Config **ret, Buffer *errors)
 {
         static bool ini_set_up;
-        Loader l = { .errors = errors };
+        Loader l = {.errors = errors};
         struct dirent **list = NULL;
         Config *c;
         int n;
@@ -264,8 +266,8 @@ int config_load(const ConfigOverrides *o, Config **ret, Buffer *errors)
         }
         free(list);
         if (n < 0 && errno != ENOENT) {
-                (void)buffer_printf(errors, "%s:0: cannot read directory: %s\n",
-                                    CONFIG_DROPIN_DIR, strerror(errno));
+                (void)buffer_printf(errors, "%s:0: cannot read directory: %s\n", CONFIG_DROPIN_DIR,
+                                    strerror(errno));
                 l.n_errors++;
         }
 

@@ -34,8 +34,7 @@ typedef struct Config {
  */
 typedef struct ConfigOverrides {
         const char *config_path; /* NULL: SYSCONFDIR/ipcd/ipcd.conf */
-        bool has_max_clients, has_max_line_bytes, has_queue_limit, has_drain_timeout,
-                has_log_level;
+        bool has_max_clients, has_max_line_bytes, has_queue_limit, has_drain_timeout, has_log_level;
         unsigned max_clients;
         size_t max_line_bytes;
         size_t queue_limit_bytes;

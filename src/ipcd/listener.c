@@ -26,7 +26,7 @@ static int fd_set_nonblock(int fd)
 
 static void listener_name(int fd, Listener *l)
 {
-        Address a = { .len = sizeof(a.storage) };
+        Address a = {.len = sizeof(a.storage)};
 
         if (getsockname(fd, &a.sa, &a.len) < 0 ||
             address_to_string(&a, l->name, sizeof(l->name)) < 0)

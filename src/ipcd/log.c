@@ -24,9 +24,8 @@ atomic_int log_max_level = LOG_INFO;
 static bool use_journal;
 
 static const char *const level_names[] = {
-        [LOG_EMERG] = "emerg", [LOG_ALERT] = "alert",   [LOG_CRIT] = "crit",
-        [LOG_ERR] = "err",     [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
-        [LOG_INFO] = "info",   [LOG_DEBUG] = "debug",
+    [LOG_EMERG] = "emerg",     [LOG_ALERT] = "alert",   [LOG_CRIT] = "crit", [LOG_ERR] = "err",
+    [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice", [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
 };
 
 void log_open(void)
@@ -100,7 +99,11 @@ int log_full(int level, int error, const struct Client *c, const char *command, 
                 struct iovec iov[10];
                 size_t n = 0;
 
-#define FIELD(...) do { snprintf(f[n], sizeof(f[n]), __VA_ARGS__); n++; } while (0)
+#define FIELD(...)                                                                                 \
+        do {                                                                                       \
+                snprintf(f[n], sizeof(f[n]), __VA_ARGS__);                                         \
+                n++;                                                                               \
+        } while (0)
                 char mf[sizeof(msg) + 64];
 
                 if (c)
@@ -127,9 +130,9 @@ int log_full(int level, int error, const struct Client *c, const char *command, 
                 if (duration_usec != UINT64_MAX)
                         FIELD("IPCD_DURATION_USEC=%" PRIu64, duration_usec);
 #undef FIELD
-                iov[0] = (struct iovec){ mf, strlen(mf) };
+                iov[0] = (struct iovec){mf, strlen(mf)};
                 for (size_t i = 1; i < n; i++)
-                        iov[i] = (struct iovec){ f[i], strlen(f[i]) };
+                        iov[i] = (struct iovec){f[i], strlen(f[i])};
                 sd_journal_sendv(iov, (int)n);
         }
         return -error;

@@ -35,17 +35,17 @@ int log_full(int level, int error, const struct Client *client, const char *comm
         ({                                                                                         \
                 int _l = (level);                                                                  \
                 atomic_load_explicit(&log_max_level, memory_order_relaxed) >= _l                   \
-                        ? log_full(_l, (error), NULL, NULL, NULL, UINT64_MAX, __VA_ARGS__)         \
-                        : -abs(error);                                                             \
+                    ? log_full(_l, (error), NULL, NULL, NULL, UINT64_MAX, __VA_ARGS__)             \
+                    : -abs(error);                                                                 \
         })
 
-#define log_debug(...) log_full_errno(LOG_DEBUG, 0, __VA_ARGS__)
-#define log_info(...) log_full_errno(LOG_INFO, 0, __VA_ARGS__)
-#define log_notice(...) log_full_errno(LOG_NOTICE, 0, __VA_ARGS__)
-#define log_warning(...) log_full_errno(LOG_WARNING, 0, __VA_ARGS__)
-#define log_error(...) log_full_errno(LOG_ERR, 0, __VA_ARGS__)
+#define log_debug(...)            log_full_errno(LOG_DEBUG, 0, __VA_ARGS__)
+#define log_info(...)             log_full_errno(LOG_INFO, 0, __VA_ARGS__)
+#define log_notice(...)           log_full_errno(LOG_NOTICE, 0, __VA_ARGS__)
+#define log_warning(...)          log_full_errno(LOG_WARNING, 0, __VA_ARGS__)
+#define log_error(...)            log_full_errno(LOG_ERR, 0, __VA_ARGS__)
 #define log_warning_errno(e, ...) log_full_errno(LOG_WARNING, (e), __VA_ARGS__)
-#define log_error_errno(e, ...) log_full_errno(LOG_ERR, (e), __VA_ARGS__)
+#define log_error_errno(e, ...)   log_full_errno(LOG_ERR, (e), __VA_ARGS__)
 
 /* Per-client messages carry the client's identity as journal fields. */
 #define log_client(level, client, ...)                                                             \
@@ -69,7 +69,7 @@ typedef struct RateLimit {
         unsigned suppressed;
 } RateLimit;
 
-#define RATELIMIT_INIT(interval, b) ((RateLimit){ .interval_usec = (interval), .burst = (b) })
+#define RATELIMIT_INIT(interval, b) ((RateLimit){.interval_usec = (interval), .burst = (b)})
 
 /* True if a message may be logged now. */
 bool ratelimit_below(RateLimit *rl);

@@ -65,17 +65,17 @@ static int parse_argv(int argc, char *argv[])
                 ARG_CHECK_CONFIG,
         };
         static const struct option options[] = {
-                { "config", required_argument, NULL, 'c' },
-                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
-                { "listen", required_argument, NULL, 'l' },
-                { "max-clients", required_argument, NULL, ARG_MAX_CLIENTS },
-                { "max-line-bytes", required_argument, NULL, ARG_MAX_LINE_BYTES },
-                { "queue-limit", required_argument, NULL, ARG_QUEUE_LIMIT },
-                { "drain-timeout", required_argument, NULL, ARG_DRAIN_TIMEOUT },
-                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, ARG_VERSION },
-                {},
+            {"config", required_argument, NULL, 'c'},
+            {"check-config", no_argument, NULL, ARG_CHECK_CONFIG},
+            {"listen", required_argument, NULL, 'l'},
+            {"max-clients", required_argument, NULL, ARG_MAX_CLIENTS},
+            {"max-line-bytes", required_argument, NULL, ARG_MAX_LINE_BYTES},
+            {"queue-limit", required_argument, NULL, ARG_QUEUE_LIMIT},
+            {"drain-timeout", required_argument, NULL, ARG_DRAIN_TIMEOUT},
+            {"log-level", required_argument, NULL, ARG_LOG_LEVEL},
+            {"help", no_argument, NULL, 'h'},
+            {"version", no_argument, NULL, ARG_VERSION},
+            {},
         };
         unsigned long v;
         size_t sz;
@@ -109,8 +109,7 @@ static int parse_argv(int argc, char *argv[])
                 case ARG_MAX_LINE_BYTES:
                         r = parse_size(optarg, &sz);
                         if (r < 0 || sz < 16 || sz > 64 * 1024 * 1024) {
-                                fprintf(stderr,
-                                        "ipcd: invalid --max-line-bytes '%s' (16 to 64M)\n",
+                                fprintf(stderr, "ipcd: invalid --max-line-bytes '%s' (16 to 64M)\n",
                                         optarg);
                                 return -EINVAL;
                         }
@@ -216,8 +215,7 @@ int main(int argc, char *argv[])
         if (r == -EBADMSG) /* --check-config found problems: already printed */
                 return 1;
         if (r < 0) {
-                (void)sd_notifyf(false, "STATUS=Failed to start: %s\nERRNO=%d", strerror(-r),
-                                 -r);
+                (void)sd_notifyf(false, "STATUS=Failed to start: %s\nERRNO=%d", strerror(-r), -r);
                 return r == -EINVAL ? 2 : 1;
         }
         return 0;

@@ -10,7 +10,7 @@ int queue_init(Queue *q, size_t limit)
 {
         int r;
 
-        *q = (Queue){ .limit = limit };
+        *q = (Queue){.limit = limit};
         r = pthread_mutex_init(&q->lock, NULL);
         if (r)
                 return -r;
@@ -55,7 +55,7 @@ int queue_push(Queue *q, char *data, size_t len)
                 free(data);
                 return -ENOMEM;
         }
-        *c = (Chunk){ .data = data, .len = len };
+        *c = (Chunk){.data = data, .len = len};
 
         pthread_mutex_lock(&q->lock);
         if (q->dead || q->closed) {

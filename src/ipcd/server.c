@@ -60,7 +60,7 @@ int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
         pthread_condattr_t ca;
         int r;
 
-        *s = (Server){ .config = config, .overrides = *overrides, .wake_fd = -1 };
+        *s = (Server){.config = config, .overrides = *overrides, .wake_fd = -1};
         s->start_usec = now_usec(CLOCK_MONOTONIC);
 
         s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -142,7 +142,7 @@ static int open_from_systemd(Server *s, int n)
         for (int i = 0; i < n; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
                 const char *fdname = names && names[i] ? names[i] : "unknown";
-                Listener l = { .fd = -1 };
+                Listener l = {.fd = -1};
 
                 if (r < 0) {
                         close(fd); /* after a failure: close what is left */
@@ -172,7 +172,7 @@ int server_open_listeners(Server *s, char **specs, size_t n_specs)
 {
         char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
         char default_spec[sizeof(path) + 8];
-        char *default_specs[] = { default_spec };
+        char *default_specs[] = {default_spec};
         int n, r;
 
         n = sd_listen_fds(false);
@@ -189,10 +189,9 @@ int server_open_listeners(Server *s, char **specs, size_t n_specs)
 
                 r = address_default_socket_path(path, sizeof(path));
                 if (r < 0)
-                        return log_error_errno(r,
-                                               "No socket given and no default socket path "
-                                               "($RUNTIME_DIRECTORY, root's /run/ipcd, "
-                                               "$XDG_RUNTIME_DIR): %m");
+                        return log_error_errno(r, "No socket given and no default socket path "
+                                                  "($RUNTIME_DIRECTORY, root's /run/ipcd, "
+                                                  "$XDG_RUNTIME_DIR): %m");
                 slash = strrchr(path, '/');
                 if (slash && slash != path) {
                         *slash = '\0';
@@ -206,7 +205,7 @@ int server_open_listeners(Server *s, char **specs, size_t n_specs)
         }
 
         for (size_t i = 0; i < n_specs; i++) {
-                Listener l = { .fd = -1 };
+                Listener l = {.fd = -1};
 
                 r = listener_bind(specs[i], &l);
                 if (r == -EINVAL)
@@ -316,8 +315,8 @@ static void server_add_client(Server *s, Listener *l, int fd, const Address *a)
         if (r) {
                 client_unref(c); /* the sender's reference */
                 pthread_sigmask(SIG_SETMASK, &old, NULL);
-                log_warning_errno(r, "Failed to start a sender thread, refusing client %" PRIu64
-                                     ": %m", c->id);
+                log_warning_errno(
+                    r, "Failed to start a sender thread, refusing client %" PRIu64 ": %m", c->id);
                 (void)proto_append_err(&c->out, "busy", "server out of threads");
                 (void)send(c->fd, c->out.data, c->out.len, MSG_DONTWAIT | MSG_NOSIGNAL);
                 atomic_fetch_add_explicit(&s->stats.clients_refused, 1, memory_order_relaxed);
@@ -335,8 +334,8 @@ static void server_add_client(Server *s, Listener *l, int fd, const Address *a)
                 Buffer b = BUFFER_INIT;
 
                 client_unref(c); /* the reader's reference */
-                log_warning_errno(r, "Failed to start a reader thread, refusing client %" PRIu64
-                                     ": %m", c->id);
+                log_warning_errno(
+                    r, "Failed to start a reader thread, refusing client %" PRIu64 ": %m", c->id);
                 atomic_fetch_add_explicit(&s->stats.clients_refused, 1, memory_order_relaxed);
                 /* The sender is running: let it deliver the refusal. */
                 if (proto_append_err(&b, "busy", "server out of threads") >= 0)
@@ -354,7 +353,7 @@ static void server_accept(Server *s, Listener *l, uint64_t *paused_until)
         static RateLimit rl = RATELIMIT_INIT(10 * 1000000, 3);
 
         for (int i = 0; i < ACCEPT_BURST; i++) {
-                Address a = { .len = sizeof(a.storage) };
+                Address a = {.len = sizeof(a.storage)};
                 int fd = accept4(l->fd, &a.sa, &a.len, SOCK_CLOEXEC);
 
                 if (fd >= 0) {
@@ -399,8 +398,8 @@ static int server_drain(Server *s)
                 listener_close(&s->listeners[i]);
 
         until = now_usec(CLOCK_MONOTONIC) + (uint64_t)s->config->drain_timeout_sec * 1000000;
-        deadline = (struct timespec){ .tv_sec = until / 1000000,
-                                      .tv_nsec = (until % 1000000) * 1000 };
+        deadline =
+            (struct timespec){.tv_sec = until / 1000000, .tv_nsec = (until % 1000000) * 1000};
 
         pthread_mutex_lock(&s->lock);
         s->stopping = true;
@@ -419,11 +418,10 @@ static int server_drain(Server *s)
                 for (Client *c = s->clients; c; c = c->next)
                         client_abort(c);
                 until = now_usec(CLOCK_MONOTONIC) + 1000000;
-                deadline = (struct timespec){ .tv_sec = until / 1000000,
-                                              .tv_nsec = (until % 1000000) * 1000 };
+                deadline = (struct timespec){.tv_sec = until / 1000000,
+                                             .tv_nsec = (until % 1000000) * 1000};
                 while (s->n_clients > 0)
-                        if (pthread_cond_timedwait(&s->drained, &s->lock, &deadline) ==
-                            ETIMEDOUT)
+                        if (pthread_cond_timedwait(&s->drained, &s->lock, &deadline) == ETIMEDOUT)
                                 break;
         }
         pthread_mutex_unlock(&s->lock);
@@ -483,8 +481,7 @@ static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since, uint64_t
         static RateLimit wedged_rl = RATELIMIT_INIT(10 * 1000000, 1);
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         uint64_t until = now_usec(CLOCK_REALTIME) + 2 * 1000000;
-        struct timespec deadline = { .tv_sec = until / 1000000,
-                                     .tv_nsec = (until % 1000000) * 1000 };
+        struct timespec deadline = {.tv_sec = until / 1000000, .tv_nsec = (until % 1000000) * 1000};
         uint64_t commands;
         unsigned n_clients;
 
@@ -518,7 +515,7 @@ static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since, uint64_t
 
 int server_run(Server *s)
 {
-        struct sigaction sa = { .sa_handler = on_signal };
+        struct sigaction sa = {.sa_handler = on_signal};
         uint64_t paused_until = 0, next_tick, tick_usec = 1000000, watchdog_usec = 0;
         uint64_t idle_since = 0, last_status = UINT64_MAX;
         bool watchdog, idle_exit = false;
@@ -563,7 +560,7 @@ int server_run(Server *s)
                         }
                 wake = paused ? MIN(paused_until, next_tick) : next_tick;
                 wake = wake > now ? wake - now : 0;
-                tv = (struct timeval){ .tv_sec = wake / 1000000, .tv_usec = wake % 1000000 };
+                tv = (struct timeval){.tv_sec = wake / 1000000, .tv_usec = wake % 1000000};
 
                 r = select(maxfd + 1, &rfds, NULL, NULL, &tv);
                 if (r < 0) {

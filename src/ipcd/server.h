@@ -24,7 +24,7 @@ typedef struct Listener {
         int fd; /* owned */
         Transport transport;
         char name[ADDRESS_STRING_MAX]; /* "unix:/run/ipcd/ipcd.sock", "tcp:127.0.0.1:9966" */
-        char *unlink_path; /* standalone Unix socket we created; removed at exit */
+        char *unlink_path;             /* standalone Unix socket we created; removed at exit */
 } Listener;
 
 typedef struct Stats {
@@ -41,13 +41,13 @@ typedef struct Stats {
 } Stats;
 
 typedef struct Server {
-        Config *config; /* current; swapped under `lock` by the main thread only */
+        Config *config;            /* current; swapped under `lock` by the main thread only */
         ConfigOverrides overrides; /* the command line, re-applied on reload */
         Listener *listeners;
         size_t n_listeners;
         bool socket_activated;
-        int wake_fd; /* eventfd: signals and threads wake the main loop */
-        uint64_t start_usec; /* CLOCK_MONOTONIC */
+        int wake_fd;                /* eventfd: signals and threads wake the main loop */
+        uint64_t start_usec;        /* CLOCK_MONOTONIC */
         pthread_attr_t thread_attr; /* small stacks, detached */
         Stats stats;
 

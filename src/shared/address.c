@@ -87,7 +87,7 @@ int address_from_unix_path(const char *path, Address *a)
 int address_parse_listen(const char *spec, Address *a)
 {
         _cleanup_free_ char *host = NULL, *port = NULL;
-        struct addrinfo hints = { 0 }, *res = NULL;
+        struct addrinfo hints = {0}, *res = NULL;
         char portbuf[8];
         int r;
 
@@ -146,8 +146,8 @@ int address_to_string(const Address *a, char *buf, size_t size)
 
         if (a->sa.sa_family == AF_UNIX) {
                 size_t plen = a->len > offsetof(struct sockaddr_un, sun_path)
-                                      ? a->len - offsetof(struct sockaddr_un, sun_path)
-                                      : 0;
+                                  ? a->len - offsetof(struct sockaddr_un, sun_path)
+                                  : 0;
                 if (plen > 0 && a->un.sun_path[0] == '\0') /* abstract namespace */
                         n = snprintf(buf, size, "unix:@%.*s", (int)plen - 1, a->un.sun_path + 1);
                 else

@@ -18,7 +18,7 @@ typedef struct Buffer {
         size_t cap;
 } Buffer;
 
-#define BUFFER_INIT ((Buffer){ NULL, 0, 0 })
+#define BUFFER_INIT ((Buffer){NULL, 0, 0})
 
 /* Make room for at least `extra` more bytes; -ENOMEM on failure. */
 int buffer_reserve(Buffer *b, size_t extra);

@@ -46,7 +46,7 @@ static int request_push(ProtoRequest *req, const char *data, size_t len)
                 req->args = a;
                 req->args_cap = cap;
         }
-        req->args[req->n_args++] = (ProtoArg){ data, len };
+        req->args[req->n_args++] = (ProtoArg){data, len};
         return 0;
 }
 

@@ -27,7 +27,7 @@
 /* Longest header line a decoder accepts (type, word and length). */
 #define PROTO_HEADER_MAX 1024
 /* Longest error code or topic. */
-#define PROTO_WORD_MAX 255
+#define PROTO_WORD_MAX     255
 #define PROTO_DEFAULT_PORT 9966
 
 typedef struct ProtoArg {
@@ -48,7 +48,7 @@ typedef struct ProtoRequest {
         size_t storage_cap;
 } ProtoRequest;
 
-#define PROTO_REQUEST_INIT ((ProtoRequest){ 0 })
+#define PROTO_REQUEST_INIT ((ProtoRequest){0})
 
 /*
  * Parse one request line (without its LF; a trailing CR is dropped here).
