@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Resource exhaustion: threads and file descriptors run out, clients are
+refused or wait, the daemon never spins or crashes, and recovers.
+
+Both tests run ipcd as an unprivileged user under a real kernel limit
+(RLIMIT_NPROC counts a user's threads; RLIMIT_NOFILE its fds), so the
+failures are the kernel's, not simulated.
+"""
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import ipcdtest
+from ipcdtest import Conn, check, fail, wait_for
+
+
+def unprivileged():
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("prlimit"):
+        raise SystemExit(ipcdtest.SKIP)
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        raise SystemExit(ipcdtest.SKIP)
+
+
+class Limited:
+    """ipcd as `nobody` under prlimit, listening in a world-writable dir."""
+
+    def __init__(self, *limits):
+        unprivileged()
+        self.dir = tempfile.mkdtemp(prefix="ipcd-limits-")
+        os.chmod(self.dir, 0o777)
+        self.path = os.path.join(self.dir, "ipcd.sock")
+        self.err = open(os.path.join(self.dir, "stderr"), "wb")
+        argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                "prlimit"] + list(limits) + ["--", ipcdtest.IPCD, "--listen", "unix:" + self.path]
+        self.proc = subprocess.Popen(argv, stderr=self.err, stdin=subprocess.DEVNULL)
+        wait_for(self._up, what="ipcd as nobody to listen")
+
+    def _up(self):
+        if self.proc.poll() is not None:
+            fail("ipcd exited: " + self.log())
+        return os.path.exists(self.path)
+
+    def log(self):
+        with open(self.err.name, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def cpu_ticks(self):
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.err.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def test_thread_exhaustion_refuses_one_client_at_a_time():
+    # main thread + 2 per client: 11 tasks leave room for 5 clients, if no
+    # other process runs as nobody (then the count is only lower).
+    d = Limited("--nproc=11")
+    try:
+        conns, served, busy = [], 0, 0
+        for _ in range(12):
+            c = Conn(d.path)
+            f = c.request("ping")
+            if f.kind == "OK":
+                served += 1
+                conns.append(c)
+            else:
+                check(f.kind == "ERR" and f.word == "busy", "expected ERR busy, got %r" % f)
+                check(b"thread" in f.payload, "reason should name threads: %r" % f.payload)
+                wait_for(c.at_eof, what="refused client to be closed")
+                busy += 1
+                c.close()
+        check(1 <= served <= 5, "served %d clients under a 5-client thread budget" % served)
+        check(busy == 12 - served, "every other client is refused with ERR busy")
+        # The clients already served are unaffected.
+        for c in conns:
+            check(c.request("echo still here").payload == b"still here", "old client broken")
+        # Freeing threads lets new clients in again.
+        for c in conns:
+            c.close()
+        wait_for(lambda: Conn(d.path).request("ping").kind == "OK", timeout=10,
+                 what="a new client to be served once threads are free")
+        check(d.proc.poll() is None, "daemon must survive")
+    finally:
+        d.close()
+
+
+def test_fd_exhaustion_waits_in_backlog_without_spinning():
+    # 0,1,2 + eventfd + listener = 5: with 9 fds, 4 clients fit.
+    d = Limited("--nofile=9")
+    try:
+        conns = []
+        for _ in range(4):
+            c = Conn(d.path)
+            check(c.request("ping").kind == "OK", "client within the fd limit served")
+            conns.append(c)
+        # The next one is accepted by the kernel into the backlog, but ipcd
+        # cannot accept it: it must wait, not be lost, and not burn CPU.
+        waiting = Conn(d.path, timeout=20)
+        waiting.send("ping\n")
+        before = d.cpu_ticks()
+        wait_for(lambda: "Failed to accept" in d.log(), what="the EMFILE log line")
+        t0 = time.monotonic()
+        waiting.sock.settimeout(1.0)
+        try:
+            data = waiting.sock.recv(100)
+            fail("client past the fd limit was answered while no fd was free: %r" % data)
+        except socket.timeout:
+            pass
+        spent = (d.cpu_ticks() - before) / os.sysconf("SC_CLK_TCK")
+        elapsed = time.monotonic() - t0
+        check(spent < 0.5 * elapsed, "daemon spun: %.2fs CPU in %.2fs" % (spent, elapsed))
+        check(d.log().count("Failed to accept") <= 3, "EMFILE log line must be rate limited")
+        # One fd frees up: the waiting client is served, nothing lost.
+        conns.pop().close()
+        waiting.sock.settimeout(10)
+        f = waiting.read_frame()
+        check(f.kind == "OK" and f.payload == b"pong", "waiting client served: %r" % f)
+        for c in conns:
+            check(c.request("ping").kind == "OK", "other clients unaffected")
+    finally:
+        d.close()
+
+
+if __name__ == "__main__":
+    ipcdtest.run_tests([
+        test_thread_exhaustion_refuses_one_client_at_a_time,
+        test_fd_exhaustion_waits_in_backlog_without_spinning,
+    ])
