@@ -155,6 +155,25 @@ static int cmd_clients(Client *c, const ProtoRequest *req)
         return reply_scratch(c, r);
 }
 
+/* Print a client-supplied name safely in a one-line message. */
+static void sanitize(char *dst, size_t size, const char *src, size_t len)
+{
+        size_t o = 0, i;
+
+        for (i = 0; i < len && o + 8 <= size; i++) {
+                unsigned char ch = src[i];
+                if (ch >= 0x20 && ch < 0x7f)
+                        dst[o++] = ch;
+                else
+                        o += snprintf(dst + o, size - o, "\\x%02x", ch);
+        }
+        if (i < len) {
+                memcpy(dst + o, "...", 3);
+                o += 3;
+        }
+        dst[o] = '\0';
+}
+
 static int cmd_help(Client *c, const ProtoRequest *req);
 
 static const Command commands[] = {
@@ -185,9 +204,12 @@ static int cmd_help(Client *c, const ProtoRequest *req)
         buffer_clear(&c->scratch);
         if (req->n_args == 2) {
                 const Command *cmd = command_find(&req->args[1]);
-                if (!cmd || cmd->role > role)
-                        return reply_err(c, "unknown-command", "unknown command: %.64s",
-                                         req->args[1].data);
+                if (!cmd || cmd->role > role) {
+                        char name[80];
+
+                        sanitize(name, sizeof(name), req->args[1].data, req->args[1].len);
+                        return reply_err(c, "unknown-command", "unknown command: %s", name);
+                }
                 return reply_scratch(
                     c, buffer_printf(&c->scratch, "%s - %s\n", cmd->usage, cmd->description));
         }
@@ -196,25 +218,6 @@ static int cmd_help(Client *c, const ProtoRequest *req)
                         r = buffer_printf(&c->scratch, "%s - %s\n", commands[i].usage,
                                           commands[i].description);
         return reply_scratch(c, r);
-}
-
-/* Print a client-supplied name safely in a one-line message. */
-static void sanitize(char *dst, size_t size, const char *src, size_t len)
-{
-        size_t o = 0, i;
-
-        for (i = 0; i < len && o + 8 <= size; i++) {
-                unsigned char ch = src[i];
-                if (ch >= 0x20 && ch < 0x7f)
-                        dst[o++] = ch;
-                else
-                        o += snprintf(dst + o, size - o, "\\x%02x", ch);
-        }
-        if (i < len) {
-                memcpy(dst + o, "...", 3);
-                o += 3;
-        }
-        dst[o] = '\0';
 }
 
 int command_dispatch(Client *c)

@@ -272,7 +272,7 @@ bool proto_topic_is_valid(const char *topic, size_t len)
         for (size_t i = 0; i < len; i++) {
                 char c = topic[i];
                 if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                      strchr("._:/@+-", c)))
+                      (c != '\0' && strchr("._:/@+-", c))))
                         return false;
         }
         return true;
