@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "address.h"
@@ -180,5 +181,22 @@ int address_default_socket_path(char *buf, size_t size)
                         return -ENXIO;
                 n = snprintf(buf, size, "%s/ipcd.sock", dir);
         }
+        return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+int address_client_socket_path(char *buf, size_t size)
+{
+        const char *dir = getenv("XDG_RUNTIME_DIR");
+        struct stat st;
+        int n;
+
+        if (geteuid() != 0 && dir && dir[0] == '/') {
+                n = snprintf(buf, size, "%s/ipcd.sock", dir);
+                if (n < 0 || (size_t)n >= size)
+                        return -ENAMETOOLONG;
+                if (stat(buf, &st) == 0 && S_ISSOCK(st.st_mode))
+                        return 0;
+        }
+        n = snprintf(buf, size, "/run/ipcd/ipcd.sock");
         return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }

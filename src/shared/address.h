@@ -56,3 +56,12 @@ int address_peer_to_string(const struct sockaddr *sa, socklen_t len, char *buf, 
  * else $XDG_RUNTIME_DIR/ipcd.sock. -ENXIO when none applies.
  */
 int address_default_socket_path(char *buf, size_t size);
+
+/*
+ * Where a client looks by default: /run/ipcd/ipcd.sock for root; for
+ * others $XDG_RUNTIME_DIR/ipcd.sock (a per-user ipcd) when that socket
+ * exists, else the system socket /run/ipcd/ipcd.sock. $RUNTIME_DIRECTORY
+ * is not consulted: it names the runtime directory of whatever service
+ * runs the client, not ipcd's.
+ */
+int address_client_socket_path(char *buf, size_t size);

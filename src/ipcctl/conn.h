@@ -1,0 +1,76 @@
+/*
+ * conn.h - ipcctl's connection to the daemon: connecting to a Unix or TCP
+ * address under a deadline, an output buffer written without blocking, and
+ * a ProtoDecoder that turns whatever arrives into frames.
+ *
+ * A Conn owns its socket, its output buffer and its decoder; conn_free()
+ * releases all three. The socket is always non-blocking: the *_wait()
+ * functions wait with poll() and a deadline, the others never block, so
+ * the pipe and interactive loops can poll the socket beside other fds.
+ *
+ * Nothing here prints. Errors are -errno; running out of a deadline is
+ * -ETIME (not -ETIMEDOUT, which stays the kernel's "connection timed out").
+ */
+#pragma once
+
+#include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buffer.h"
+#include "macro.h"
+#include "proto.h"
+
+typedef uint64_t usec_t;
+#define USEC_INFINITY UINT64_MAX
+#define USEC_PER_SEC  1000000ULL
+
+/* CLOCK_MONOTONIC in microseconds. */
+usec_t now_usec(void);
+/* The deadline that lies `timeout` from now; 0 means no deadline. */
+usec_t deadline_after(usec_t timeout);
+/* poll() restarted on EINTR until the deadline: > 0, or -ETIME. */
+int poll_deadline(struct pollfd *fds, nfds_t n, usec_t deadline);
+
+/* Largest payload accepted from the server (a protection, not a limit of
+ * the protocol). */
+#define CONN_MAX_PAYLOAD ((size_t)1 << 30)
+
+typedef struct Conn {
+        int fd;
+        ProtoDecoder decoder;
+        Buffer out; /* queued, not yet written */
+        bool eof;   /* the server closed its side */
+} Conn;
+
+int conn_connect_unix(const char *path, usec_t deadline, Conn **ret);
+/* Tries each getaddrinfo() result in turn; -EADDRNOTAVAIL if HOST does not
+ * resolve. */
+int conn_connect_tcp(const char *host, const char *port, usec_t deadline, Conn **ret);
+Conn *conn_free(Conn *c);
+
+static inline void conn_freep(Conn **c)
+{
+        *c = conn_free(*c);
+}
+#define _cleanup_conn_ _cleanup_(conn_freep)
+
+/* Queue raw bytes. */
+int conn_queue(Conn *c, const void *data, size_t len);
+/* Queue one request: each argument quoted with proto_append_arg(), then LF. */
+int conn_queue_request(Conn *c, char *const *argv, size_t n);
+/* Write what the socket takes now: 0 when all is written, -EAGAIN if some
+ * is left, -EPIPE/-ECONNRESET/... on failure. */
+int conn_flush(Conn *c);
+/* Write everything queued, waiting up to the deadline. */
+int conn_flush_wait(Conn *c, usec_t deadline);
+
+/* One read() into the decoder: > 0 bytes, 0 at end of file or on a reset
+ * (c->eof is then set), -EAGAIN if nothing is there. */
+int conn_receive(Conn *c);
+/* The next buffered frame: 1 with *f filled (valid until the next call on
+ * this Conn), 0 if more input is needed, -EBADMSG/-EMSGSIZE. */
+int conn_next_frame(Conn *c, ProtoFrame *f);
+/* Wait for the next frame: 1, -ECONNRESET if the server closed first, -ETIME
+ * past the deadline, -EBADMSG/-EMSGSIZE on a malformed frame. */
+int conn_read_frame_wait(Conn *c, ProtoFrame *f, usec_t deadline);

@@ -1,0 +1,259 @@
+/*
+ * main.c - ipcctl, the command-line client of ipcd (SPEC §9): options,
+ * help, the verb table and dispatch. With no verb it runs the interactive
+ * mode on a terminal and the pipe mode otherwise.
+ *
+ * Owns the arg_* option globals: written by parse_argv() only, read by the
+ * verbs afterwards. ipcctl is single-threaded.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "address.h"
+#include "config.h"
+#include "ipcctl.h"
+
+const char *arg_socket = NULL;
+const char *arg_host = NULL;
+const char *arg_token_file = NULL;
+usec_t arg_timeout = 0;
+bool arg_json = false;
+bool arg_quiet = false;
+
+typedef struct Verb {
+        const char *verb;
+        int (*function)(int argc, char *argv[]);
+        const char *args;
+        const char *description;
+} Verb;
+
+static const Verb verbs[] = {
+    {"send", verb_send, "COMMAND [ARG...]", "Send one command, print its answer"},
+    {"hello", verb_hello, "", "Show the server and this connection"},
+    {"stats", verb_stats, "", "Show the server's counters"},
+    {"publish", verb_publish, "TOPIC MESSAGE", "Publish an event"},
+    {"listen", verb_listen, "TOPIC... [--count N]", "Print events until interrupted"},
+};
+
+void log_error(const char *fmt, ...)
+{
+        va_list ap;
+
+        fflush(stdout);
+        fputs("ipcctl: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+}
+
+int usage_error(const char *fmt, ...)
+{
+        va_list ap;
+
+        fputs("ipcctl: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputs("\nTry 'ipcctl --help' for more information.\n", stderr);
+        return EXIT_STATUS_USAGE;
+}
+
+int log_output_error(int r)
+{
+        /* A reader that went away (ipcctl listen x | head -1) is no news. */
+        if (r != -EPIPE)
+                log_error("cannot write output: %s", strerror(-r));
+        return EXIT_STATUS_FAILED;
+}
+
+static void help(void)
+{
+        char path[ADDRESS_STRING_MAX];
+
+        if (address_client_socket_path(path, sizeof(path)) < 0)
+                snprintf(path, sizeof(path), "/run/ipcd/ipcd.sock");
+
+        printf("Usage: ipcctl [OPTIONS] VERB [ARG...]\n"
+               "       ipcctl [OPTIONS]   (commands from a terminal or a pipe)\n"
+               "\n"
+               "Send commands to ipcd and print the answers.\n"
+               "\n"
+               "Verbs:\n");
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+                char buf[64];
+                snprintf(buf, sizeof(buf), "%s %s", verbs[i].verb, verbs[i].args);
+                printf("  %-29s %s\n", buf, verbs[i].description);
+        }
+        printf(
+            "\n"
+            "Without a verb, ipcctl reads commands written in the protocol's syntax, one\n"
+            "per line: with line editing and history on a terminal (exit or Ctrl-D to\n"
+            "leave), pipelined from a pipe or file (exit status 1 if any command failed).\n"
+            "\n"
+            "Options:\n"
+            "  -s, --socket PATH             Connect to the Unix socket PATH\n"
+            "  -H, --host HOST[:PORT]        Connect over TCP (port %d by default)\n"
+            "      --token-file FILE         Authenticate with the first line of FILE\n"
+            "                                (default: $IPCD_TOKEN_FILE)\n"
+            "  -t, --timeout SEC             Give up after SEC seconds (decimals allowed):\n"
+            "                                connecting and the answer; for listen, until\n"
+            "                                subscribed; without a verb, connecting (on a\n"
+            "                                terminal) or the whole run (pipe)\n"
+            "      --json                    Print each frame as one JSON object per line:\n"
+            "                                {\"type\":\"OK\",\"payload\":\"...\"}, with \"code\"\n"
+            "                                for ERR and \"topic\" for EVENT; payload bytes\n"
+            "                                that are not valid UTF-8 appear as \\u00XX of\n"
+            "                                the byte's value\n"
+            "  -q, --quiet                   Print no payloads, only errors\n"
+            "  -h, --help                    Show this help\n"
+            "      --version                 Show the version\n"
+            "\n"
+            "The daemon is found at -s, else -H, else $IPCD_SOCKET, else %s.\n"
+            "\n"
+            "Exit status: 0 success, 1 the server answered ERR, 2 usage error,\n"
+            "3 could not connect or the connection broke, 4 timed out.\n"
+            "See ipcctl(1).\n",
+            PROTO_DEFAULT_PORT, path);
+}
+
+static int parse_timeout(const char *s, usec_t *ret)
+{
+        char *e;
+        double v, us;
+        usec_t t;
+
+        if (!((s[0] >= '0' && s[0] <= '9') || s[0] == '.'))
+                return -EINVAL;
+        errno = 0;
+        v = strtod(s, &e);
+        /* NaN fails every comparison, so "v > 0" also rejects it. */
+        if (errno || *e || !(v > 0) || v > 1e9)
+                return -EINVAL;
+        us = v * 1e6;
+        t = (usec_t)us;
+        *ret = (double)t < us ? t + 1 : t;
+        return 0;
+}
+
+/* Returns 1 to go on, 0 to exit successfully (help, version), or -EINVAL
+ * after printing a usage error. */
+static int parse_argv(int argc, char *argv[])
+{
+        enum {
+                ARG_VERSION = 0x100,
+                ARG_TOKEN_FILE,
+                ARG_JSON,
+        };
+        static const struct option options[] = {
+            {"help", no_argument, NULL, 'h'},
+            {"version", no_argument, NULL, ARG_VERSION},
+            {"socket", required_argument, NULL, 's'},
+            {"host", required_argument, NULL, 'H'},
+            {"token-file", required_argument, NULL, ARG_TOKEN_FILE},
+            {"timeout", required_argument, NULL, 't'},
+            {"json", no_argument, NULL, ARG_JSON},
+            {"quiet", no_argument, NULL, 'q'},
+            {},
+        };
+        _cleanup_free_ char *host = NULL, *port = NULL;
+        int c;
+
+        /* "+": options end at the verb, whose arguments may look like
+         * options (ipcctl send echo -n). ":": report errors ourselves. */
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "+:hs:H:t:q", options, NULL)) >= 0) {
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("ipcctl %s\n", PACKAGE_VERSION);
+                        return 0;
+                case 's':
+                        if (!*optarg) {
+                                usage_error("empty socket path");
+                                return -EINVAL;
+                        }
+                        arg_socket = optarg;
+                        break;
+                case 'H':
+                        if (address_split_host_port(optarg, &host, &port) < 0) {
+                                usage_error("invalid host '%s' (HOST, HOST:PORT, [IPV6] or "
+                                            "[IPV6]:PORT)",
+                                            optarg);
+                                return -EINVAL;
+                        }
+                        free(TAKE_PTR(host));
+                        free(TAKE_PTR(port));
+                        arg_host = optarg;
+                        break;
+                case ARG_TOKEN_FILE:
+                        arg_token_file = optarg;
+                        break;
+                case 't':
+                        if (parse_timeout(optarg, &arg_timeout) < 0) {
+                                usage_error("invalid timeout '%s' (seconds, > 0)", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_JSON:
+                        arg_json = true;
+                        break;
+                case 'q':
+                        arg_quiet = true;
+                        break;
+                case ':':
+                        usage_error("option '%s' needs an argument", argv[optind - 1]);
+                        return -EINVAL;
+                default:
+                        if (optopt > 0 && optopt < 0x100)
+                                usage_error("unknown option '-%c'", optopt);
+                        else
+                                usage_error("unknown option '%s'", argv[optind - 1]);
+                        return -EINVAL;
+                }
+        }
+
+        if (arg_socket && arg_host) {
+                usage_error("-s and -H cannot be used together");
+                return -EINVAL;
+        }
+        return 1;
+}
+
+static int run(int argc, char *argv[])
+{
+        const char *name;
+        int r;
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? EXIT_STATUS_USAGE : EXIT_STATUS_OK;
+
+        if (optind >= argc)
+                return isatty(STDIN_FILENO) ? run_interactive() : run_pipe();
+
+        name = argv[optind];
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (strcmp(verbs[i].verb, name) == 0)
+                        return verbs[i].function(argc - optind, argv + optind);
+        return usage_error("unknown verb '%s'", name);
+}
+
+int main(int argc, char *argv[])
+{
+        int r;
+
+        /* A server that closes on us must be an error return, not a death. */
+        signal(SIGPIPE, SIG_IGN);
+
+        r = run(argc, argv);
+        if (fflush(stdout) == EOF && r == EXIT_STATUS_OK)
+                r = log_output_error(errno ? -errno : -EIO);
+        return r;
+}

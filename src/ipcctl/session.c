@@ -1,0 +1,175 @@
+/*
+ * session.c - opening a session with the daemon for any verb: choosing the
+ * target (SPEC §3: -s, -H, $IPCD_SOCKET, then the embedded default from
+ * address.h), connecting under the -t deadline, and authenticating with
+ * --token-file/$IPCD_TOKEN_FILE before the verb runs.
+ *
+ * Owns the target's display string (static, set once by session_open()).
+ * Prints its own diagnostics, like the verbs, and returns exit statuses.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "address.h"
+#include "ipcctl.h"
+
+static char target[ADDRESS_STRING_MAX + 300] = "the server";
+
+const char *session_target(void)
+{
+        return target;
+}
+
+int session_error(int r)
+{
+        switch (r) {
+        case -ETIME:
+                log_error("timed out");
+                return EXIT_STATUS_TIMEOUT;
+        case -ECONNRESET:
+                log_error("connection closed by %s", target);
+                return EXIT_STATUS_CONNECTION;
+        case -EBADMSG:
+        case -EMSGSIZE:
+                log_error("malformed frame from %s: %s", target, strerror(-r));
+                return EXIT_STATUS_CONNECTION;
+        case -ENOMEM:
+                log_error("out of memory");
+                return EXIT_STATUS_FAILED;
+        default:
+                log_error("connection to %s failed: %s", target, strerror(-r));
+                return EXIT_STATUS_CONNECTION;
+        }
+}
+
+/* The token: the file's first line, without its line end. */
+static int read_token(const char *path, char **ret)
+{
+        _cleanup_free_ char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        FILE *f;
+
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        errno = 0;
+        n = getline(&line, &cap, f);
+        if (n < 0) {
+                int r = errno ? -errno : -ENODATA;
+                fclose(f);
+                return r;
+        }
+        fclose(f);
+        if (n > 0 && line[n - 1] == '\n')
+                line[--n] = '\0';
+        if (n > 0 && line[n - 1] == '\r')
+                line[--n] = '\0';
+        if (n == 0)
+                return -ENODATA;
+        *ret = TAKE_PTR(line);
+        return 0;
+}
+
+static int authenticate(Conn *c, const char *token, usec_t deadline)
+{
+        char *argv[] = {(char *)"auth", (char *)token};
+        ProtoFrame f;
+        int r;
+
+        r = conn_queue_request(c, argv, ELEMENTSOF(argv));
+        if (r < 0)
+                return session_error(r);
+        r = conn_flush_wait(c, deadline);
+        /* On a write error, the server may still have said why (ERR busy). */
+        for (;;) {
+                int q = conn_read_frame_wait(c, &f, deadline);
+                if (q < 0)
+                        return session_error(r < 0 && q == -ECONNRESET ? r : q);
+                if (f.type == PROTO_FRAME_OK)
+                        return 0;
+                if (f.type == PROTO_FRAME_ERR) {
+                        size_t len = f.len;
+                        if (len > 0 && f.payload[len - 1] == '\n')
+                                len--;
+                        /* ERR busy and the like are not about the token. */
+                        log_error("%s%s: %.*s",
+                                  strcmp(f.word, "denied") == 0 ? "authentication failed: " : "",
+                                  f.word, (int)len, f.payload);
+                        return EXIT_STATUS_FAILED;
+                }
+                /* MORE would be a server bug, EVENT cannot be for us yet. */
+        }
+}
+
+int session_open(usec_t deadline, Conn **ret)
+{
+        _cleanup_free_ char *token = NULL, *host = NULL, *port = NULL;
+        _cleanup_conn_ Conn *c = NULL;
+        const char *token_file = arg_token_file, *path = NULL, *e;
+        char buf[ADDRESS_STRING_MAX], portbuf[8];
+        int r;
+
+        if (!token_file && (e = getenv("IPCD_TOKEN_FILE")) && *e)
+                token_file = e;
+        if (token_file) {
+                r = read_token(token_file, &token);
+                if (r == -ENODATA) {
+                        log_error("token file %s is empty", token_file);
+                        return EXIT_STATUS_USAGE;
+                }
+                if (r < 0) {
+                        log_error("cannot read token file %s: %s", token_file, strerror(-r));
+                        return EXIT_STATUS_USAGE;
+                }
+        }
+
+        if (arg_socket)
+                path = arg_socket;
+        else if (arg_host) {
+                r = address_split_host_port(arg_host, &host, &port);
+                if (r < 0)
+                        return usage_error("invalid host: %s", arg_host);
+                snprintf(portbuf, sizeof(portbuf), "%d", PROTO_DEFAULT_PORT);
+        } else if ((e = getenv("IPCD_SOCKET")) && *e)
+                path = e;
+        else {
+                r = address_client_socket_path(buf, sizeof(buf));
+                if (r < 0) {
+                        log_error("cannot find the daemon's socket: %s (use -s, -H or "
+                                  "$IPCD_SOCKET)",
+                                  r == -ENXIO ? "$XDG_RUNTIME_DIR is not set" : strerror(-r));
+                        return EXIT_STATUS_CONNECTION;
+                }
+                path = buf;
+        }
+
+        if (path) {
+                snprintf(target, sizeof(target), "unix:%s", path);
+                r = conn_connect_unix(path, deadline, &c);
+        } else {
+                const char *p = port ? port : portbuf;
+                snprintf(target, sizeof(target), strchr(host, ':') ? "tcp:[%s]:%s" : "tcp:%s:%s",
+                         host, p);
+                r = conn_connect_tcp(host, p, deadline, &c);
+        }
+        if (r == -ETIME)
+                return session_error(r);
+        if (r < 0) {
+                log_error("cannot connect to %s: %s", target,
+                          r == -EADDRNOTAVAIL && !path ? "host not found" : strerror(-r));
+                return EXIT_STATUS_CONNECTION;
+        }
+
+        if (token) {
+                r = authenticate(c, token, deadline);
+                explicit_bzero(token, strlen(token));
+                if (r != 0)
+                        return r;
+        }
+
+        *ret = TAKE_PTR(c);
+        return 0;
+}

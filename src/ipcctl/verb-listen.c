@@ -1,0 +1,191 @@
+/*
+ * verb-listen.c - listen TOPIC... [--count N]: subscribe and print each
+ * EVENT payload on a line of its own (or as JSON), until N events have
+ * been printed, SIGINT/SIGTERM (exit 0), or the connection breaks (exit 3).
+ *
+ * -t bounds connecting and the answer to `subscribe` only; events may take
+ * as long as they like. The signals are taken through a signalfd polled
+ * beside the socket, so that an interrupted listen still flushes stdout.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/signalfd.h>
+
+#include "ipcctl.h"
+#include "output.h"
+
+static int parse_count(const char *s, unsigned long long *ret)
+{
+        unsigned long long v;
+        char *e;
+
+        if (s[0] < '0' || s[0] > '9')
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &e, 10);
+        if (errno || *e || v == 0)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+/* Handle every frame buffered. Returns true when listen is over, with the
+ * exit status in *status: --count reached, subscription refused, stdout or
+ * the stream broken. */
+static bool handle_frames(Conn *c, Output *o, bool *subscribed, unsigned long long count,
+                          unsigned long long *seen, int *status)
+{
+        ProtoFrame f;
+        int r;
+
+        while ((r = conn_next_frame(c, &f)) > 0) {
+                if (!*subscribed) {
+                        if (f.type == PROTO_FRAME_OK)
+                                *subscribed = true;
+                        else if (f.type == PROTO_FRAME_ERR) {
+                                r = output_answer(o, &f);
+                                *status = r < 0 ? log_output_error(r) : EXIT_STATUS_FAILED;
+                                return true;
+                        }
+                        continue;
+                }
+                if (f.type == PROTO_FRAME_EVENT) {
+                        r = output_event(o, &f, false);
+                        if (r < 0) {
+                                *status = log_output_error(r);
+                                return true;
+                        }
+                        if (count > 0 && ++*seen >= count) {
+                                r = output_flush(o);
+                                *status = r < 0 ? log_output_error(r) : EXIT_STATUS_OK;
+                                return true;
+                        }
+                } else if (f.type == PROTO_FRAME_ERR) {
+                        /* Not an answer to anything we asked: the server
+                         * says why it is about to close (e.g. a slow
+                         * consumer). Show it, then see the close. */
+                        r = output_answer(o, &f);
+                        if (r < 0) {
+                                *status = log_output_error(r);
+                                return true;
+                        }
+                }
+        }
+        if (r < 0) {
+                *status = session_error(r);
+                return true;
+        }
+        return false;
+}
+
+int verb_listen(int argc, char *argv[])
+{
+        static const struct option options[] = {
+            {"count", required_argument, NULL, 'c'},
+            {},
+        };
+        _cleanup_conn_ Conn *c = NULL;
+        _cleanup_close_ int sfd = -1;
+        unsigned long long count = 0, seen = 0;
+        _cleanup_free_ char **req = NULL;
+        bool subscribed = false;
+        usec_t deadline;
+        size_t n_req;
+        sigset_t mask;
+        Output o;
+        int opt, r, status;
+
+        /* Options after the verb: reset getopt (optind = 0 makes glibc start
+         * over) and let it permute, so that --count may come anywhere. */
+        optind = 0;
+        opterr = 0;
+        while ((opt = getopt_long(argc, argv, ":", options, NULL)) >= 0) {
+                switch (opt) {
+                case 'c':
+                        if (parse_count(optarg, &count) < 0)
+                                return usage_error("invalid --count '%s' (a positive integer)",
+                                                   optarg);
+                        break;
+                case ':':
+                        return usage_error("listen: option '%s' needs an argument",
+                                           argv[optind - 1]);
+                default:
+                        return usage_error("listen: unknown option '%s'", argv[optind - 1]);
+                }
+        }
+        if (optind >= argc)
+                return usage_error("listen: missing TOPIC");
+        for (int i = optind; i < argc; i++)
+                if (!proto_topic_is_valid(argv[i], strlen(argv[i])))
+                        return usage_error(
+                            "invalid topic '%s' (allowed: letters, digits and ._:/@+-)", argv[i]);
+
+        deadline = deadline_after(arg_timeout);
+        r = session_open(deadline, &c);
+        if (r != 0)
+                return r;
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGTERM);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0 ||
+            (sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0) {
+                log_error("cannot set up signal handling: %s", strerror(errno));
+                return EXIT_STATUS_FAILED;
+        }
+
+        n_req = (size_t)(argc - optind) + 1;
+        req = calloc(n_req, sizeof(char *));
+        if (!req)
+                return session_error(-ENOMEM);
+        req[0] = (char *)"subscribe";
+        memcpy(req + 1, argv + optind, (n_req - 1) * sizeof(char *));
+        r = conn_queue_request(c, req, n_req);
+        if (r < 0)
+                return session_error(r);
+
+        output_init(&o, arg_json, arg_quiet);
+        for (;;) {
+                struct pollfd p[2] = {
+                    {.fd = c->fd, .events = POLLIN},
+                    {.fd = sfd, .events = POLLIN},
+                };
+
+                if (c->out.len > 0) {
+                        r = conn_flush(c);
+                        if (r == -EAGAIN)
+                                p[0].events |= POLLOUT;
+                        else if (r < 0)
+                                buffer_clear(&c->out); /* the read side will tell */
+                }
+                r = output_flush(&o);
+                if (r < 0)
+                        return log_output_error(r);
+
+                r = poll_deadline(p, ELEMENTSOF(p), subscribed ? USEC_INFINITY : deadline);
+                if (r < 0)
+                        return session_error(r);
+
+                if (p[1].revents) {
+                        struct signalfd_siginfo si;
+                        if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+                                r = output_flush(&o);
+                                return r < 0 ? log_output_error(r) : EXIT_STATUS_OK;
+                        }
+                }
+                if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+                        r = conn_receive(c);
+                        if (r < 0 && r != -EAGAIN)
+                                return session_error(r);
+                        if (handle_frames(c, &o, &subscribed, count, &seen, &status))
+                                return status;
+                        if (c->eof) {
+                                (void)output_flush(&o);
+                                return session_error(-ECONNRESET);
+                        }
+                }
+        }
+}
