@@ -3,12 +3,16 @@
 Every daemon a test starts is owned by a Daemon object and killed by pid
 when the test ends; every wait is for a condition, bounded by a deadline.
 """
+import atexit
 import os
+import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 IPCD = os.environ.get("IPCD", "ipcd")
@@ -16,10 +20,39 @@ IPCCTL = os.environ.get("IPCCTL", "ipcctl")
 TEST_CLIENT = os.environ.get("TEST_CLIENT", "test-client")
 SKIP = 77
 
+# Every process a test started, so that nothing outlives the test run even
+# when a test fails half-way or meson times us out (SIGTERM).
+_owned = []
+
+
+def _kill_owned():
+    for p in list(_owned):
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+    _owned.clear()
+
+
+atexit.register(_kill_owned)
+
+
+def own(proc):
+    """Register a Popen so that it is killed (by pid) when the test ends."""
+    _owned.append(proc)
+    return proc
+
 
 def fail(msg):
     print("FAIL: " + msg, file=sys.stderr)
     sys.exit(1)
+
+
+def skip(msg):
+    print("SKIP: " + msg, file=sys.stderr)
+    sys.exit(SKIP)
 
 
 def check(cond, msg):
@@ -37,6 +70,56 @@ def wait_for(cond, timeout=10.0, what="condition", interval=0.005):
         if time.monotonic() > deadline:
             fail("timed out waiting for " + what)
         time.sleep(interval)
+        interval = min(interval * 1.5, 0.1)
+
+
+def wait_for_quietly(cond, timeout=10.0, interval=0.005):
+    """Like wait_for(), but return False on timeout instead of failing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.1)
+
+
+def frame(kind, payload=b"", word=None):
+    """The exact bytes of one frame, as ipcd-protocol(7) defines them."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    head = kind if word is None else "%s %s" % (kind, word)
+    return ("%s %d\n" % (head, len(payload))).encode() + payload + b"\n"
+
+
+def parse_kv(payload):
+    """`key: value` lines (hello, stats) as a list of (key, value) pairs."""
+    if isinstance(payload, bytes):
+        payload = payload.decode()
+    check(payload.endswith("\n"), "key: value payload not ended by LF: %r" % payload)
+    pairs = []
+    for line in payload[:-1].split("\n"):
+        check(": " in line, "not a key: value line: %r" % line)
+        k, v = line.split(": ", 1)
+        pairs.append((k, v))
+    return pairs
+
+
+def check_keys_in_order(pairs, keys, what):
+    """keys must appear in pairs, in this order (other keys may come between)."""
+    have = [k for k, _ in pairs]
+    pos = 0
+    for k in keys:
+        check(k in have[pos:], "%s: key %r missing or out of order in %r" % (what, k, have))
+        pos = have.index(k, pos) + 1
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 class Frame:
@@ -99,6 +182,52 @@ class Conn:
         self.send(line + "\n" if isinstance(line, str) else line + b"\n")
         return self.read_frame()
 
+    def read_exact(self, n):
+        """Exactly n bytes of the stream (EOFError if it ends before)."""
+        while len(self.buf) < n:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def read_frame_raw(self):
+        """One frame as the exact bytes that arrived (header, payload, LF)."""
+        while b"\n" not in self.buf:
+            self._fill()
+        header = self.buf.split(b"\n", 1)[0]
+        try:
+            n = int(header.rsplit(b" ", 1)[1])
+        except (IndexError, ValueError):
+            raise ValueError("bad frame header %r" % header)
+        return self.read_exact(len(header) + 1 + n + 1)
+
+    def exchange(self, request, expected):
+        """Send request (LF added) and check the answer is byte-exactly expected."""
+        if isinstance(request, str):
+            request = request.encode()
+        self.send(request + b"\n")
+        got = self.read_frame_raw()
+        check(got == expected, "%r: got %r, wanted %r" % (request, got, expected))
+        return got
+
+    def wait_eof(self, timeout=10.0):
+        """Wait until the server closes; fail if data or nothing comes instead."""
+        check(not self.buf, "data before EOF: %r" % self.buf[:200])
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(1 << 16)
+        except (ConnectionResetError, BrokenPipeError):
+            return
+        except socket.timeout:
+            fail("no EOF within %ss" % timeout)
+        check(data == b"", "data instead of EOF: %r" % data[:200])
+
+    def readable(self):
+        """True if something (data or EOF) can be read without blocking."""
+        if self.buf:
+            return True
+        r, _, _ = select.select([self.sock], [], [], 0)
+        return bool(r)
+
     def at_eof(self):
         """True once the server has closed the connection (and all is read)."""
         if self.buf:
@@ -120,41 +249,222 @@ def rss_kib(pid):
     return 0
 
 
-class Daemon:
-    """An ipcd started standalone on a Unix socket in a private directory."""
+def n_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
 
-    def __init__(self, *args, tcp=False, env=None, extra_listen=()):
+
+def fill_fds(low, high):
+    """For a preexec_fn: make fds low..high-1 open (on /dev/null) in the
+    child, so that what the daemon opens next lands at or above `high`.
+    Raises the soft RLIMIT_NOFILE to allow it; skip() if the hard one cannot."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = high + 1024
+    if hard != resource.RLIM_INFINITY and hard < want:
+        skip("RLIMIT_NOFILE hard limit %d is below %d" % (hard, want))
+
+    def pre():
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        fd = os.open("/dev/null", os.O_RDONLY)
+        for i in range(low, high):
+            if i != fd:
+                os.dup2(fd, i)
+        if not low <= fd < high:
+            os.close(fd)
+    return pre
+
+
+def socket_fds(pid):
+    """The fd numbers of a process's sockets."""
+    d = "/proc/%d/fd" % pid
+    fds = []
+    for e in os.listdir(d):
+        try:
+            if os.readlink(os.path.join(d, e)).startswith("socket:"):
+                fds.append(int(e))
+        except OSError:
+            pass
+    return sorted(fds)
+
+
+def n_threads(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
+def send_in_background(conn, data):
+    """sendall() in a thread (for when the test must read at the same time).
+    Returns the thread; its .error is the exception sendall raised, if any."""
+    def run():
+        try:
+            conn.sock.sendall(data)
+        except OSError as e:
+            t.error = e
+    t = threading.Thread(target=run, daemon=True)
+    t.error = None
+    t.start()
+    return t
+
+
+class Notify:
+    """An AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+        self.messages = []   # every assignment received, in order ("READY=1")
+
+    def poll(self):
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except BlockingIOError:
+                return self.messages
+            for line in data.decode(errors="replace").split("\n"):
+                if line:
+                    self.messages.append(line)
+
+    def has(self, assignment):
+        return assignment in self.poll()
+
+    def wait(self, assignment, timeout=10.0):
+        wait_for(lambda: self.has(assignment), timeout, "%s on NOTIFY_SOCKET" % assignment)
+
+    def close(self):
+        self.sock.close()
+
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer",
+                   "runtime error:", "ERROR: UndefinedBehaviorSanitizer")
+
+
+def sanitizer_report(log):
+    """The first line of a sanitizer report in a daemon's stderr, or None."""
+    for line in log.splitlines():
+        if any(m in line for m in SANITIZER_MARKS):
+            return line.strip()
+    return None
+
+
+def spec_to_address(spec):
+    """A --listen spec as a Conn address: "unix:P" -> P, "tcp:H:P" -> (H, P)."""
+    if spec.startswith("unix:"):
+        return spec[5:]
+    if spec.startswith("tcp:["):
+        host, port = spec[5:].rsplit("]:", 1)
+        return (host, int(port))
+    if spec.startswith("tcp:"):
+        host, port = spec[4:].rsplit(":", 1)
+        return (host, int(port))
+    return None
+
+
+def clean_env(env=None):
+    """The environment for a daemon: nothing of systemd's inherited by accident."""
+    e = dict(os.environ)
+    for k in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC",
+              "WATCHDOG_PID", "JOURNAL_STREAM", "RUNTIME_DIRECTORY", "IPCD_SOCKET"):
+        e.pop(k, None)
+    if env:
+        e.update(env)
+    return e
+
+
+class Daemon:
+    """An ipcd started standalone on a Unix socket in a private directory.
+
+    unix=False leaves out the --listen unix: option (then `path` must say
+    where the daemon's Unix socket will be, e.g. the embedded default, or
+    tcp must be set); notify=True gives it a NOTIFY_SOCKET (self.notify);
+    wait=False returns at once instead of waiting until it accepts;
+    preexec_fn runs in the child before exec, with every fd inherited."""
+
+    def __init__(self, *args, tcp=False, env=None, extra_listen=(), unix=True, path=None,
+                 notify=False, wait=True, preexec_fn=None):
         self.dir = tempfile.mkdtemp(prefix="ipcd-test-")
-        self.path = os.path.join(self.dir, "ipcd.sock")
+        os.chmod(self.dir, 0o755)
+        self.path = path or os.path.join(self.dir, "ipcd.sock")
         self.port = None
-        argv = [IPCD, "--listen", "unix:" + self.path]
+        self.notify = Notify(self.dir) if notify else None
+        argv = [IPCD]
+        if unix:
+            argv += ["--listen", "unix:" + self.path]
         if tcp:
             self.port = free_port()
             argv += ["--listen", "tcp:127.0.0.1:%d" % self.port]
         for spec in extra_listen:
             argv += ["--listen", spec]
         argv += list(args)
-        e = dict(os.environ)
-        e.pop("NOTIFY_SOCKET", None)
-        e.pop("LISTEN_FDS", None)
-        e.pop("LISTEN_PID", None)
-        if env:
-            e.update(env)
+        e = clean_env(env)
+        if self.notify:
+            e["NOTIFY_SOCKET"] = self.notify.path
         self.stderr_path = os.path.join(self.dir, "stderr")
         self.stderr = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(argv, env=e, stderr=self.stderr, stdin=subprocess.DEVNULL)
+        # preexec_fn arranges the daemon's fds itself, so nothing is closed
+        self.proc = own(subprocess.Popen(argv, env=e, stderr=self.stderr,
+                                         stdin=subprocess.DEVNULL, preexec_fn=preexec_fn,
+                                         close_fds=preexec_fn is None))
         self.pid = self.proc.pid
-        wait_for(self._ready, what="ipcd to listen on " + self.path)
+        self.unix = unix or path is not None
+        # every listener must accept before the daemon counts as started: the
+        # first one may be listening while the others are still being bound
+        self.addresses = ([self.path] if self.unix else []) + \
+            ([("127.0.0.1", self.port)] if tcp else []) + \
+            [a for a in map(spec_to_address, extra_listen) if a]
+        if wait:
+            try:
+                wait_for(self._ready, what="ipcd to listen on %r" % self.addresses)
+            except BaseException:
+                # no `with` block will clean up after a constructor that failed
+                self.__exit__(*sys.exc_info())
+                raise
 
     def _ready(self):
         if self.proc.poll() is not None:
             fail("ipcd exited early with %s: %s" % (self.proc.returncode, self.log()))
         try:
-            c = Conn(self.path)
-            c.close()
+            for a in self.addresses:
+                Conn(a).close()
             return True
         except OSError:
             return False
+
+    def stats(self, via=None):
+        """`stats` as a dict (the listener: values collected in a list under
+        "listener"), asked on `via` or else on a fresh Unix connection."""
+        c = via or self.connect()
+        try:
+            f = c.request("stats")
+        finally:
+            if via is None:
+                c.close()
+        check(f.kind == "OK", "stats answered %r" % f)
+        d = {"listener": []}
+        for k, v in parse_kv(f.payload):
+            if k == "listener":
+                d["listener"].append(v)
+            else:
+                d[k] = v
+        return d
+
+    def wait_clients(self, n, via=None, timeout=10.0):
+        """Wait until the daemon has n clients. Asked on `via`, n counts it;
+        asked on fresh connections, n does not count the asking one (which
+        may linger briefly after, so use `via` where exact counts matter)."""
+        extra = 0 if via else 1
+        last = []
+
+        def cond():
+            last[:] = [int(self.stats(via)["clients"]) - extra]
+            return last[0] == n
+        if not wait_for_quietly(cond, timeout):
+            fail("ipcd has %s clients, expected %d" % (last[0] if last else "?", n))
 
     def connect(self, timeout=10.0):
         return Conn(self.path, timeout)
@@ -187,7 +497,25 @@ class Daemon:
         if self.proc.poll() is None:
             os.kill(self.pid, signal.SIGKILL)
             self.proc.wait()
+        if self.proc in _owned:
+            _owned.remove(self.proc)
         self.stderr.close()
+        if self.notify:
+            self.notify.close()
+        skipped = exc[0] is SystemExit and exc[1].code in (0, SKIP)
+        report = sanitizer_report(self.log())
+        if report and exc[0] is None:
+            print("--- ipcd stderr (pid %d) ---\n%s---" % (self.pid, self.log()[-8000:]),
+                  file=sys.stderr)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            fail("ipcd (pid %d) reported: %s" % (self.pid, report))
+        if exc[0] is not None and not skipped:
+            # a failed test: show what the daemon said
+            log = self.log()
+            if log:
+                print("--- ipcd stderr (pid %d) ---\n%s---" % (self.pid, log[-4000:]),
+                      file=sys.stderr)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def free_port():
@@ -198,10 +526,21 @@ def free_port():
     return port
 
 
+def _on_sigterm(signum, frame):
+    # meson's timeout: take our daemons down with us, then go
+    _kill_owned()
+    print("killed by signal %d" % signum, flush=True)
+    os._exit(1)
+
+
 def run_tests(tests):
-    """Run each test function; print a summary line meson and CI can read."""
+    """Run each test function; print a summary line meson and CI can read.
+    Exit 0 if all ran tests passed, 77 if every test was skipped, else 1."""
     only = sys.argv[1:]
-    passed = failed = 0
+    passed = failed = skipped = 0
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:   # leave a caller's handler be
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    started = time.monotonic()
     for t in tests:
         if only and t.__name__ not in only:
             continue
@@ -212,14 +551,18 @@ def run_tests(tests):
             print("ok   %s (%.2fs)" % (t.__name__, time.monotonic() - start), flush=True)
         except SystemExit as e:
             if e.code == SKIP:
+                skipped += 1
                 print("skip %s" % t.__name__, flush=True)
-                continue
-            failed += 1
-            print("FAIL %s" % t.__name__, flush=True)
+            else:
+                failed += 1
+                print("FAIL %s (%.2fs)" % (t.__name__, time.monotonic() - start), flush=True)
         except Exception as e:  # a broken assertion or protocol error
             failed += 1
             import traceback
             traceback.print_exc()
             print("FAIL %s: %r" % (t.__name__, e), flush=True)
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+        finally:
+            _kill_owned()
+    print("%d passed, %d failed, %d skipped (%.1fs)" % (passed, failed, skipped,
+                                                       time.monotonic() - started))
+    sys.exit(1 if failed else SKIP if skipped and not passed else 0)
