@@ -30,6 +30,9 @@
 
 struct Server;
 
+/* How many distinct command names a client's disconnect entry carries. */
+#define CLIENT_COMMANDS_LOGGED 16
+
 typedef enum Transport {
         TRANSPORT_UNIX,
         TRANSPORT_TCP,
@@ -68,6 +71,10 @@ typedef struct Client {
         Buffer scratch;
         ProtoRequest req;
         bool closing; /* quit or too-long: answer, then stop reading */
+        /* The distinct commands it ran (static names), for the disconnect
+         * entry in the journal; read by whichever thread ends last. */
+        const char *commands_used[CLIENT_COMMANDS_LOGGED];
+        unsigned n_commands_used;
 
         /* Registry, under the server's registry lock. */
         struct Client *prev, *next;

@@ -240,7 +240,15 @@ int command_dispatch(Client *c)
         if ((int)n < cmd->min_args || (cmd->max_args >= 0 && n > (size_t)cmd->max_args))
                 return reply_err(c, "bad-request", "usage: %s", cmd->usage);
 
+        {
+                unsigned i = 0;
+
+                while (i < c->n_commands_used && c->commands_used[i] != cmd->name)
+                        i++;
+                if (i == c->n_commands_used && i < CLIENT_COMMANDS_LOGGED)
+                        c->commands_used[c->n_commands_used++] = cmd->name;
+        }
         if (atomic_load_explicit(&log_max_level, memory_order_relaxed) >= LOG_DEBUG)
-                log_full(LOG_DEBUG, 0, c, cmd->name, NULL, UINT64_MAX, "%s", cmd->name);
+                log_full(LOG_DEBUG, 0, c, &cmd->name, 1, NULL, UINT64_MAX, "%s", cmd->name);
         return cmd->run(c, req);
 }

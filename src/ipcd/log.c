@@ -71,8 +71,8 @@ uint64_t now_usec(int clock)
         return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-int log_full(int level, int error, const struct Client *c, const char *command, const char *result,
-             uint64_t duration_usec, const char *fmt, ...)
+int log_full(int level, int error, const struct Client *c, const char *const *commands,
+             size_t n_commands, const char *result, uint64_t duration_usec, const char *fmt, ...)
 {
         char msg[1024];
         va_list ap;
@@ -95,8 +95,8 @@ int log_full(int level, int error, const struct Client *c, const char *command, 
 
         {
                 /* One journal entry, only the fields that apply. */
-                char f[10][160];
-                struct iovec iov[10];
+                char f[10 + CLIENT_COMMANDS_LOGGED][160];
+                struct iovec iov[10 + CLIENT_COMMANDS_LOGGED];
                 size_t n = 0;
 
 #define FIELD(...)                                                                                 \
@@ -123,8 +123,8 @@ int log_full(int level, int error, const struct Client *c, const char *command, 
                         } else
                                 FIELD("IPCD_PEER_ADDR=%s", c->peer);
                 }
-                if (command)
-                        FIELD("IPCD_COMMAND=%.120s", command);
+                for (size_t i = 0; i < n_commands && i < CLIENT_COMMANDS_LOGGED; i++)
+                        FIELD("IPCD_COMMAND=%.120s", commands[i]);
                 if (result)
                         FIELD("IPCD_RESULT=%.120s", result);
                 if (duration_usec != UINT64_MAX)

@@ -25,17 +25,19 @@ const char *log_level_to_string(int level);
 /*
  * Log a message at `level`; when `error` is non-zero errno is set to it
  * for %m. When `client` is given its identity goes into the structured
- * fields; `command`, `result` and `duration_usec` (UINT64_MAX = none) too.
+ * fields; so do `commands` (one IPCD_COMMAND= field each: journalctl
+ * matches any of them), `result` and `duration_usec` (UINT64_MAX = none).
  * Returns -abs(error), so that callers can `return log_error_errno(r, ...)`.
  */
-int log_full(int level, int error, const struct Client *client, const char *command,
-             const char *result, uint64_t duration_usec, const char *fmt, ...) _printf_(7, 8);
+int log_full(int level, int error, const struct Client *client, const char *const *commands,
+             size_t n_commands, const char *result, uint64_t duration_usec, const char *fmt, ...)
+    _printf_(8, 9);
 
 #define log_full_errno(level, error, ...)                                                          \
         ({                                                                                         \
                 int _l = (level);                                                                  \
                 atomic_load_explicit(&log_max_level, memory_order_relaxed) >= _l                   \
-                    ? log_full(_l, (error), NULL, NULL, NULL, UINT64_MAX, __VA_ARGS__)             \
+                    ? log_full(_l, (error), NULL, NULL, 0, NULL, UINT64_MAX, __VA_ARGS__)          \
                     : -abs(error);                                                                 \
         })
 
@@ -52,7 +54,7 @@ int log_full(int level, int error, const struct Client *client, const char *comm
         ({                                                                                         \
                 int _l = (level);                                                                  \
                 if (atomic_load_explicit(&log_max_level, memory_order_relaxed) >= _l)              \
-                        log_full(_l, 0, (client), NULL, NULL, UINT64_MAX, __VA_ARGS__);            \
+                        log_full(_l, 0, (client), NULL, 0, NULL, UINT64_MAX, __VA_ARGS__);         \
         })
 
 /*

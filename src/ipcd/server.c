@@ -260,9 +260,22 @@ void server_client_thread_done(Server *s, Client *c)
                 registry_remove_locked(s, c);
         pthread_mutex_unlock(&s->lock);
 
-        if (gone)
-                log_client(LOG_INFO, c, "disconnected after %" PRIu64 " command(s)",
-                           (uint64_t)atomic_load(&c->n_commands));
+        /* One entry per connection, carrying every command it ran as an
+         * IPCD_COMMAND= field: `journalctl -u ipcd IPCD_COMMAND=ping` finds it
+         * without a journal entry per request. */
+        if (gone && atomic_load_explicit(&log_max_level, memory_order_relaxed) >= LOG_INFO) {
+                char list[256] = "";
+                size_t o = 0;
+
+                for (unsigned i = 0; i < c->n_commands_used && o < sizeof(list); i++)
+                        o += snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : " (",
+                                      c->commands_used[i]);
+                if (o > 0 && o < sizeof(list) - 1)
+                        strcat(list, ")");
+                log_full(LOG_INFO, 0, c, c->commands_used, c->n_commands_used, NULL, UINT64_MAX,
+                         "disconnected after %" PRIu64 " command(s)%s",
+                         (uint64_t)atomic_load(&c->n_commands), list);
+        }
 }
 
 static void server_add_client(Server *s, Listener *l, int fd, const Address *a)

@@ -387,6 +387,13 @@ def test_journal():
     wait_journal(r"connected on tcp:127\.0\.0\.1:9966", "IPCD_TRANSPORT=tcp")
     # The daemon's own lines carry the unit's fields, so -u finds them.
     wait_journal(r"Listening on unix:%s" % SOCKET)
+    # At the default level each connection's closing entry carries every
+    # command it ran as an IPCD_COMMAND= field, so an operator finds a
+    # command by name without a journal entry per request.
+    r = ipcctl("send", "ping", "by-field")
+    check(r.stdout == "by-field\n", "ping: %r %r" % (r.stdout, r.stderr))
+    wait_journal(r"^client \d+: disconnected after 1 command\(s\) \(ping\)$", "IPCD_COMMAND=ping",
+                 "IPCD_TRANSPORT=unix")
 
 
 def test_debug_dropin_logs_commands():
