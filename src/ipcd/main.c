@@ -18,6 +18,9 @@
 #include "log.h"
 #include "server.h"
 
+/* Exit statuses (ipcd(8)): 1 for any failure, 2 for a bad command line. */
+#define EXIT_USAGE 2
+
 static ConfigOverrides arg_overrides;
 static bool arg_check_config;
 static char **arg_listen;
@@ -90,7 +93,17 @@ static int parse_argv(int argc, char *argv[])
                         arg_check_config = true;
                         break;
                 case 'l': {
-                        char **n = realloc(arg_listen, (arg_n_listen + 1) * sizeof(*n));
+                        char **n;
+                        Address a;
+
+                        r = address_parse_listen(optarg, &a);
+                        if (r < 0) {
+                                fprintf(stderr, "ipcd: invalid --listen '%s': %s\n", optarg,
+                                        r == -EINVAL ? "expected unix:PATH or tcp:HOST:PORT"
+                                                     : strerror(-r));
+                                return -EINVAL;
+                        }
+                        n = realloc(arg_listen, (arg_n_listen + 1) * sizeof(*n));
                         if (!n)
                                 return -ENOMEM;
                         arg_listen = n;
@@ -172,8 +185,10 @@ static int run(int argc, char *argv[])
 
         log_open();
         r = parse_argv(argc, argv);
-        if (r <= 0)
-                return r;
+        if (r < 0)
+                return EXIT_USAGE;
+        if (r == 0)
+                return 0;
 
         r = config_load(&arg_overrides, &config, &errors);
         if (arg_check_config) {
@@ -181,7 +196,7 @@ static int run(int argc, char *argv[])
                         fwrite(errors.data, 1, errors.len, stderr);
                 buffer_done(&errors);
                 config_unref(config);
-                return r < 0 ? -EBADMSG : 0;
+                return r < 0 ? 1 : 0;
         }
         if (r < 0) {
                 if (errors.len > 0)
@@ -212,11 +227,11 @@ int main(int argc, char *argv[])
         int r = run(argc, argv);
 
         free(arg_listen);
-        if (r == -EBADMSG) /* --check-config found problems: already printed */
-                return 1;
+        if (r > 0) /* an exit status, the reason already printed */
+                return r;
         if (r < 0) {
                 (void)sd_notifyf(false, "STATUS=Failed to start: %s\nERRNO=%d", strerror(-r), -r);
-                return r == -EINVAL ? 2 : 1;
+                return 1;
         }
         return 0;
 }
