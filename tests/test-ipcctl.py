@@ -864,7 +864,7 @@ def test_interactive():
                 t.expect(b"remembered line\r\n")
                 t.expect(b"> ")
                 t.type(b"auth not-in-history\r")
-                t.expect(b"unknown command: auth")
+                t.expect(b"denied: authentication failed")
                 t.expect(b"> ")
                 t.type(b"\x04")
                 check(t.wait_exit() == 0, "Ctrl-D: status %s" % t.status)

@@ -266,7 +266,8 @@ def test_stats():
 
 def test_clients():
     line_re = re.compile(r"id=(\d+) transport=(unix|tcp) peer=(\S.*?) "
-                         r"since=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) commands=(\d+) "
+                         r"since=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) role=(?:guest|user|admin) "
+                         r"commands=(\d+) "
                          r"queued=(\d+) topics=(\S*)")
     with Daemon(tcp=True) as d:
         c = d.connect()

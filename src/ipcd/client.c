@@ -33,23 +33,12 @@
 #define LINGER_USEC  (2 * 1000000)
 #define LINGER_BYTES (16 * 1024 * 1024)
 
-const char *role_to_string(Role r)
-{
-        switch (r) {
-        case ROLE_GUEST:
-                return "guest";
-        case ROLE_USER:
-                return "user";
-        case ROLE_ADMIN:
-                return "admin";
-        }
-        return "unknown";
-}
-
 const char *transport_to_string(Transport t)
 {
         return t == TRANSPORT_UNIX ? "unix" : "tcp";
 }
+
+static int peer_groups(int fd, gid_t **ret, size_t *n);
 
 int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Client **ret)
 {
@@ -68,6 +57,7 @@ int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Cl
 
         /* Only the main thread creates clients, and it owns s->config. */
         c->config = config_ref(s->config);
+        c->config_generation = atomic_load(&s->config_generation);
         r = queue_init(&c->queue, c->config->queue_limit_bytes);
         if (r < 0) {
                 config_unref(c->config);
@@ -91,7 +81,12 @@ int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Cl
                 }
                 snprintf(c->peer, sizeof(c->peer), "pid=%d uid=%u gid=%u", (int)c->cred.pid,
                          (unsigned)c->cred.uid, (unsigned)c->cred.gid);
-                atomic_init(&c->role, c->cred.uid == 0 ? ROLE_ADMIN : ROLE_USER);
+                r = peer_groups(fd, &c->groups, &c->n_groups);
+                if (r < 0) {
+                        client_unref(c);
+                        return r;
+                }
+                atomic_init(&c->role, client_identity_role(c, c->config));
         } else {
                 c->transport = TRANSPORT_TCP;
                 c->cred = (struct ucred){.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
@@ -123,7 +118,89 @@ void client_unref(Client *c)
         buffer_done(&c->scratch);
         proto_request_done(&c->req);
         config_unref(c->config);
+        free(c->groups);
+        for (unsigned i = 0; i < c->n_commands_used; i++)
+                free(c->commands_used[i]);
+        for (size_t i = 0; i < c->n_topics; i++)
+                free(c->topics[i]);
+        free(c->topics);
         free(c);
+}
+
+bool client_in_groups(const Client *c, const gid_t *gids, size_t n)
+{
+        if (c->transport != TRANSPORT_UNIX)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                if (gids[i] == c->cred.gid)
+                        return true;
+                for (size_t j = 0; j < c->n_groups; j++)
+                        if (gids[i] == c->groups[j])
+                                return true;
+        }
+        return false;
+}
+
+Role client_identity_role(const Client *c, const Config *config)
+{
+        if (c->transport != TRANSPORT_UNIX)
+                return ROLE_GUEST;
+        if (c->cred.uid == 0 || client_in_groups(c, config->admin_gids, config->n_admin_gids))
+                return ROLE_ADMIN;
+        return ROLE_USER;
+}
+
+void client_refresh_config(Client *c)
+{
+        Server *s = c->server;
+        Config *old;
+        Role role;
+
+        if (_likely_(atomic_load_explicit(&s->config_generation, memory_order_acquire) ==
+                     c->config_generation))
+                return;
+
+        old = c->config;
+        pthread_mutex_lock(&s->lock);
+        c->config = config_ref(s->config);
+        c->config_generation = atomic_load(&s->config_generation);
+        pthread_mutex_unlock(&s->lock);
+        config_unref(old);
+
+        /* New limits and AdminGroups= apply from the next request on; a role
+         * won with auth stays for the life of the connection. */
+        queue_set_limit(&c->queue, c->config->queue_limit_bytes);
+        role = client_identity_role(c, c->config);
+        atomic_store(&c->role, MAX(role, c->auth_role));
+        if (c->n_topics == 0) {
+                struct timeval tv = {.tv_sec = c->config->client_idle_timeout_sec};
+                (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        }
+}
+
+/* The peer's supplementary groups, as the kernel recorded them at connect(). */
+static int peer_groups(int fd, gid_t **ret, size_t *n)
+{
+        socklen_t len = 16 * sizeof(gid_t);
+        gid_t *g = NULL;
+
+        for (;;) {
+                gid_t *ng = realloc(g, len ? len : sizeof(gid_t));
+                if (!ng) {
+                        free(g);
+                        return -ENOMEM;
+                }
+                g = ng;
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) == 0)
+                        break;
+                if (errno != ERANGE) {
+                        free(g);
+                        return -errno;
+                }
+        }
+        *ret = g;
+        *n = len / sizeof(gid_t);
+        return 0;
 }
 
 void client_stop_reading(Client *c)
@@ -139,7 +216,7 @@ void client_abort(Client *c)
 }
 
 /* Hand the batch built in c->out to the sender: one push, one wake-up. */
-static int reader_flush(Client *c)
+int client_flush(Client *c)
 {
         char *data;
         size_t len;
@@ -258,6 +335,7 @@ void *client_reader_thread(void *userdata)
                         break;
                 atomic_fetch_add_explicit(&s->stats.bytes_in, (uint64_t)n, memory_order_relaxed);
                 c->in.len += n;
+                client_refresh_config(c); /* once per batch: one atomic load */
 
                 for (;;) {
                         char *lf = memchr(c->in.data + scan, '\n', c->in.len - scan);
@@ -268,7 +346,7 @@ void *client_reader_thread(void *userdata)
                         if (c->closing)
                                 break;
                         if (c->out.len >= OUT_FLUSH_BYTES &&
-                            (reader_flush(c) < 0 || queue_wait_space(&c->queue) < 0)) {
+                            (client_flush(c) < 0 || queue_wait_space(&c->queue) < 0)) {
                                 c->closing = true;
                                 break;
                         }
@@ -279,11 +357,11 @@ void *client_reader_thread(void *userdata)
 
                 buffer_consume(&c->in, start);
                 scan = c->in.len;
-                if (reader_flush(c) < 0 || c->closing)
+                if (client_flush(c) < 0 || c->closing)
                         break;
         }
 
-        (void)reader_flush(c);
+        (void)client_flush(c);
         queue_close(&c->queue);
         buffer_done(&c->in);
         if (c->closing)

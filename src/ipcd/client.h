@@ -38,13 +38,6 @@ typedef enum Transport {
         TRANSPORT_TCP,
 } Transport;
 
-typedef enum Role {
-        ROLE_GUEST,
-        ROLE_USER,
-        ROLE_ADMIN,
-} Role;
-
-const char *role_to_string(Role r);
 const char *transport_to_string(Transport t);
 
 typedef struct Client {
@@ -55,14 +48,15 @@ typedef struct Client {
         /* Identity: set before the threads start, immutable after. */
         uint64_t id;
         Transport transport;
-        struct ucred cred;   /* Unix peers */
+        struct ucred cred; /* Unix peers */
+        gid_t *groups;     /* Unix peers: supplementary groups (SO_PEERGROUPS) */
+        size_t n_groups;
         char peer[64];       /* "pid=P uid=U gid=G" or "ADDR:PORT" */
         uint64_t since_usec; /* CLOCK_REALTIME at accept */
 
-        atomic_int role;
+        atomic_int role; /* effective: max(identity's role, auth_role) */
         atomic_uint_fast64_t n_commands;
 
-        Config *config; /* the configuration it was accepted under, referenced */
         Queue queue;
 
         /* Reader thread only. */
@@ -70,15 +64,21 @@ typedef struct Client {
         Buffer out;
         Buffer scratch;
         ProtoRequest req;
-        bool closing; /* quit or too-long: answer, then stop reading */
-        /* The distinct commands it ran (static names), for the disconnect
-         * entry in the journal; read by whichever thread ends last. */
-        const char *commands_used[CLIENT_COMMANDS_LOGGED];
+        bool closing;   /* quit or too-long: answer, then stop reading */
+        Config *config; /* referenced; refreshed between batches after a reload */
+        uint64_t config_generation;
+        Role auth_role; /* raised by auth */
+        unsigned auth_failures;
+        /* The distinct commands it ran (copies), for the disconnect entry
+         * in the journal; read by whichever thread ends last. */
+        char *commands_used[CLIENT_COMMANDS_LOGGED];
         unsigned n_commands_used;
 
         /* Registry, under the server's registry lock. */
         struct Client *prev, *next;
         unsigned n_threads;
+        char **topics; /* subscriptions; changed by the reader under the lock */
+        size_t n_topics;
 } Client;
 
 /* A new client for an accepted fd (taken over, also on failure). */
@@ -89,6 +89,15 @@ void client_unref(Client *c);
 /* Thread entry points; each owns one reference. */
 void *client_reader_thread(void *userdata);
 void *client_sender_thread(void *userdata);
+
+/* Reader thread: queue what c->out holds now, as one batch. */
+int client_flush(Client *c);
+/* Reader thread: use the server's current configuration if it changed. */
+void client_refresh_config(Client *c);
+/* The role a client's identity gives it under `config` (without auth). */
+Role client_identity_role(const Client *c, const Config *config);
+/* True if the Unix peer's primary or supplementary groups include one of gids. */
+bool client_in_groups(const Client *c, const gid_t *gids, size_t n);
 
 /* Ask the reader to stop once it has read what is already received. */
 void client_stop_reading(Client *c);

@@ -13,6 +13,8 @@
 #include <time.h>
 
 #include "commands.h"
+#include "events.h"
+#include "exec.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
@@ -146,10 +148,16 @@ static int cmd_clients(Client *c, const ProtoRequest *req)
                         if (*p == ' ')
                                 *p = ',';
                 r = buffer_printf(&c->scratch,
-                                  "id=%" PRIu64 " transport=%s peer=%s since=%s commands=%" PRIu64
-                                  " queued=%zu topics=\n",
+                                  "id=%" PRIu64 " transport=%s peer=%s since=%s role=%s "
+                                  "commands=%" PRIu64 " queued=%zu topics=",
                                   i->id, transport_to_string(i->transport), peer, since,
+                                  role_to_string(atomic_load(&i->role)),
                                   (uint64_t)atomic_load(&i->n_commands), queue_bytes(&i->queue));
+                /* Topics are written by their reader under this same lock. */
+                for (size_t k = 0; r >= 0 && k < i->n_topics; k++)
+                        r = buffer_printf(&c->scratch, "%s%s", k ? "," : "", i->topics[k]);
+                if (r >= 0)
+                        r = buffer_append(&c->scratch, "\n", 1);
         }
         pthread_mutex_unlock(&s->lock);
         return reply_scratch(c, r);
@@ -174,6 +182,121 @@ static void sanitize(char *dst, size_t size, const char *src, size_t len)
         dst[o] = '\0';
 }
 
+/* Failed auth: a fixed delay, and the connection closed after this many. */
+#define AUTH_FAIL_DELAY_USEC (1000 * 1000)
+#define AUTH_MAX_FAILURES    5
+
+/* Equal in time that depends on the secret's length only, not its bytes. */
+static bool secret_equal(const char *secret, size_t slen, const char *given, size_t glen)
+{
+        volatile unsigned char d = slen != glen;
+
+        for (size_t i = 0; i < slen; i++)
+                d |= (unsigned char)secret[i] ^ (unsigned char)(glen ? given[i % glen] : 0);
+        return d == 0;
+}
+
+static int cmd_auth(Client *c, const ProtoRequest *req)
+{
+        Server *s = c->server;
+        const ProtoArg *given = &req->args[1];
+        const Token *match = NULL;
+        bool blocked;
+        Role role;
+
+        /* Server-wide: past 10 failures a second, refuse without looking. */
+        pthread_mutex_lock(&s->auth_lock);
+        blocked = s->auth_failures_rl.n >= s->auth_failures_rl.burst &&
+                  now_usec(CLOCK_MONOTONIC) - s->auth_failures_rl.begin <
+                      s->auth_failures_rl.interval_usec;
+        pthread_mutex_unlock(&s->auth_lock);
+
+        /* Every token is compared, whatever matched before. */
+        for (size_t i = 0; !blocked && i < c->config->n_tokens; i++) {
+                const Token *t = &c->config->tokens[i];
+                if (secret_equal(t->secret, t->secret_len, given->data, given->len) && !match)
+                        match = t;
+        }
+
+        if (match) {
+                c->auth_role = MAX(c->auth_role, match->role);
+                role = MAX(client_identity_role(c, c->config), c->auth_role);
+                atomic_store(&c->role, role);
+                c->auth_failures = 0;
+                log_client(LOG_NOTICE, c, "authenticated with token %s, role %s", match->name,
+                           role_to_string(role));
+                buffer_clear(&c->scratch);
+                return reply_scratch(
+                    c, buffer_printf(&c->scratch, "role: %s\n", role_to_string(role)));
+        }
+
+        c->auth_failures++;
+        pthread_mutex_lock(&s->auth_lock);
+        if (ratelimit_below(&s->auth_failures_rl))
+                log_client(LOG_WARNING, c,
+                           "authentication failed (%u attempt(s) on this "
+                           "connection)%s",
+                           c->auth_failures, blocked ? ", refused: too many failures" : "");
+        pthread_mutex_unlock(&s->auth_lock);
+
+        /* The delay is the same for every failure: no timing to learn from. */
+        {
+                struct timespec ts = {.tv_sec = AUTH_FAIL_DELAY_USEC / 1000000,
+                                      .tv_nsec = (AUTH_FAIL_DELAY_USEC % 1000000) * 1000};
+                while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                        ;
+        }
+        if (c->auth_failures >= AUTH_MAX_FAILURES) {
+                c->closing = true;
+                return reply_err(c, "denied", "authentication failed; too many attempts, closing");
+        }
+        return reply_err(c, "denied", "authentication failed");
+}
+
+static int cmd_reload(Client *c, const ProtoRequest *req)
+{
+        Buffer errors = BUFFER_INIT;
+        int r;
+
+        log_client(LOG_NOTICE, c, "asked for a configuration reload");
+        r = server_reload(c->server, &errors);
+        if (r < 0) {
+                /* Every problem, one "file:line: message" per line. */
+                while (errors.len > 0 && errors.data[errors.len - 1] == '\n')
+                        errors.len--;
+                if (errors.len == 0)
+                        (void)buffer_printf(&errors, "reload failed: %s", strerror(-r));
+                r = proto_append_frame(&c->out, PROTO_FRAME_ERR, "failed", errors.data,
+                                       errors.len) < 0
+                        ? -ENOMEM
+                        : 1;
+                buffer_done(&errors);
+                return r;
+        }
+        buffer_done(&errors);
+        buffer_clear(&c->scratch);
+        pthread_mutex_lock(&c->server->lock);
+        r = buffer_printf(&c->scratch, "reloaded: %zu command(s), %zu token(s)\n",
+                          c->server->config->n_commands, c->server->config->n_tokens);
+        pthread_mutex_unlock(&c->server->lock);
+        return reply_scratch(c, r);
+}
+
+static int cmd_subscribe(Client *c, const ProtoRequest *req)
+{
+        return events_subscribe(c, req);
+}
+
+static int cmd_unsubscribe(Client *c, const ProtoRequest *req)
+{
+        return events_unsubscribe(c, req);
+}
+
+static int cmd_publish(Client *c, const ProtoRequest *req)
+{
+        return events_publish(c, req);
+}
+
 static int cmd_help(Client *c, const ProtoRequest *req);
 
 static const Command commands[] = {
@@ -182,9 +305,18 @@ static const Command commands[] = {
     {"hello", ROLE_GUEST, 0, 0, "hello", "describe the server and this connection", cmd_hello},
     {"help", ROLE_GUEST, 0, 1, "help [COMMAND]",
      "list the commands you may run, or show one command's usage", cmd_help},
+    {"auth", ROLE_GUEST, 1, 1, "auth TOKEN", "raise this connection's role with a token", cmd_auth},
     {"quit", ROLE_GUEST, 0, 0, "quit", "answer OK, then close the connection", cmd_quit},
+    {"subscribe", ROLE_USER, 1, -1, "subscribe TOPIC...",
+     "receive the events published on these topics", cmd_subscribe},
+    {"unsubscribe", ROLE_USER, 0, -1, "unsubscribe [TOPIC...]",
+     "stop receiving these topics (all without arguments)", cmd_unsubscribe},
+    {"publish", ROLE_USER, 2, -1, "publish TOPIC MESSAGE...",
+     "send an event to the topic's subscribers; answers how many got it", cmd_publish},
     {"stats", ROLE_USER, 0, 0, "stats", "show server statistics", cmd_stats},
     {"clients", ROLE_ADMIN, 0, 0, "clients", "list the connected clients", cmd_clients},
+    {"reload", ROLE_ADMIN, 0, 0, "reload", "re-read the configuration and answer the result",
+     cmd_reload},
 };
 
 static const Command *command_find(const ProtoArg *name)
@@ -196,6 +328,22 @@ static const Command *command_find(const ProtoArg *name)
         return NULL;
 }
 
+/* A configured command is open to its role and up, and to AllowGroups=. */
+static bool configured_allowed(const Client *c, const CommandConfig *cmd)
+{
+        return (Role)atomic_load(&c->role) >= cmd->role ||
+               client_in_groups(c, cmd->allow_gids, cmd->n_allow_gids);
+}
+
+static int help_configured(Client *c, const CommandConfig *cmd)
+{
+        const char *args = cmd->max_args == 0 ? "" : cmd->max_args == 1 ? " [ARG]" : " [ARG...]";
+
+        if (cmd->description)
+                return buffer_printf(&c->scratch, "%s%s - %s\n", cmd->name, args, cmd->description);
+        return buffer_printf(&c->scratch, "%s%s - run %s\n", cmd->name, args, cmd->argv[0]);
+}
+
 static int cmd_help(Client *c, const ProtoRequest *req)
 {
         Role role = atomic_load(&c->role);
@@ -204,51 +352,76 @@ static int cmd_help(Client *c, const ProtoRequest *req)
         buffer_clear(&c->scratch);
         if (req->n_args == 2) {
                 const Command *cmd = command_find(&req->args[1]);
-                if (!cmd || cmd->role > role) {
+                const CommandConfig *cc =
+                    cmd ? NULL
+                        : config_find_command(c->config, req->args[1].data, req->args[1].len);
+
+                if (cmd && cmd->role <= role)
+                        return reply_scratch(c, buffer_printf(&c->scratch, "%s - %s\n", cmd->usage,
+                                                              cmd->description));
+                if (cc && configured_allowed(c, cc))
+                        return reply_scratch(c, help_configured(c, cc));
+                {
                         char name[80];
 
                         sanitize(name, sizeof(name), req->args[1].data, req->args[1].len);
                         return reply_err(c, "unknown-command", "unknown command: %s", name);
                 }
-                return reply_scratch(
-                    c, buffer_printf(&c->scratch, "%s - %s\n", cmd->usage, cmd->description));
         }
         for (size_t i = 0; i < ELEMENTSOF(commands) && r >= 0; i++)
                 if (commands[i].role <= role)
                         r = buffer_printf(&c->scratch, "%s - %s\n", commands[i].usage,
                                           commands[i].description);
+        for (size_t i = 0; i < c->config->n_commands && r >= 0; i++)
+                if (configured_allowed(c, &c->config->commands[i]))
+                        r = help_configured(c, &c->config->commands[i]);
         return reply_scratch(c, r);
+}
+
+/* Remember the command for the connection's closing journal entry. */
+static void note_command_used(Client *c, const char *name)
+{
+        for (unsigned i = 0; i < c->n_commands_used; i++)
+                if (strcmp(c->commands_used[i], name) == 0)
+                        return;
+        if (c->n_commands_used < CLIENT_COMMANDS_LOGGED) {
+                char *d = strdup(name);
+                if (d)
+                        c->commands_used[c->n_commands_used++] = d;
+        }
 }
 
 int command_dispatch(Client *c)
 {
         const ProtoRequest *req = &c->req;
         const Command *cmd = command_find(&req->args[0]);
+        const CommandConfig *cc = NULL;
         size_t n = req->n_args - 1;
+        const char *cname;
         char name[80];
 
-        if (!cmd) {
+        if (!cmd)
+                cc = config_find_command(c->config, req->args[0].data, req->args[0].len);
+        if (!cmd && !cc) {
                 sanitize(name, sizeof(name), req->args[0].data, req->args[0].len);
                 return reply_err(c, "unknown-command", "unknown command: %s", name);
         }
-        if (cmd->role > (Role)atomic_load(&c->role)) {
-                log_client(LOG_NOTICE, c, "denied %s: requires role %s", cmd->name,
-                           role_to_string(cmd->role));
-                return reply_err(c, "denied", "%s requires role %s", cmd->name,
-                                 role_to_string(cmd->role));
+        cname = cmd ? cmd->name : cc->name;
+        if (cmd ? cmd->role > (Role)atomic_load(&c->role) : !configured_allowed(c, cc)) {
+                Role need = cmd ? cmd->role : cc->role;
+
+                log_full(LOG_NOTICE, 0, c, &cname, 1, "denied", UINT64_MAX,
+                         "denied %s: requires role %s, client has %s", cname, role_to_string(need),
+                         role_to_string(atomic_load(&c->role)));
+                return reply_err(c, "denied", "%s requires role %s", cname, role_to_string(need));
         }
+        note_command_used(c, cname);
+        if (cc)
+                return exec_run(c, cc, req);
+
         if ((int)n < cmd->min_args || (cmd->max_args >= 0 && n > (size_t)cmd->max_args))
                 return reply_err(c, "bad-request", "usage: %s", cmd->usage);
-
-        {
-                unsigned i = 0;
-
-                while (i < c->n_commands_used && c->commands_used[i] != cmd->name)
-                        i++;
-                if (i == c->n_commands_used && i < CLIENT_COMMANDS_LOGGED)
-                        c->commands_used[c->n_commands_used++] = cmd->name;
-        }
         if (atomic_load_explicit(&log_max_level, memory_order_relaxed) >= LOG_DEBUG)
-                log_full(LOG_DEBUG, 0, c, &cmd->name, 1, NULL, UINT64_MAX, "%s", cmd->name);
+                log_full(LOG_DEBUG, 0, c, &cname, 1, NULL, UINT64_MAX, "%s", cname);
         return cmd->run(c, req);
 }

@@ -6,6 +6,10 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,10 +17,12 @@
 
 #include <ini.h>
 
+#include "builtins.h"
 #include "conf.h"
 #include "config.h"
 #include "log.h"
 #include "macro.h"
+#include "proto.h"
 
 #define CONFIG_MAIN       SYSCONFDIR "/ipcd/ipcd.conf"
 #define CONFIG_DROPIN_DIR SYSCONFDIR "/ipcd/ipcd.conf.d"
@@ -76,6 +82,30 @@ int parse_size(const char *s, size_t *ret)
                 return -ERANGE;
         *ret = (size_t)(v * mult);
         return 0;
+}
+
+const char *role_to_string(Role r)
+{
+        switch (r) {
+        case ROLE_GUEST:
+                return "guest";
+        case ROLE_USER:
+                return "user";
+        case ROLE_ADMIN:
+                return "admin";
+        }
+        return "unknown";
+}
+
+int role_from_string(const char *s)
+{
+        if (strcmp(s, "guest") == 0)
+                return ROLE_GUEST;
+        if (strcmp(s, "user") == 0)
+                return ROLE_USER;
+        if (strcmp(s, "admin") == 0)
+                return ROLE_ADMIN;
+        return -EINVAL;
 }
 
 /* State of one load: the config being built and where the parser is. */
@@ -146,15 +176,304 @@ static int set_size(Loader *l, const char *key, const char *value, size_t min, s
         return 1;
 }
 
-static int loader_handler(void *user, const char *section, const char *name, const char *value)
+/* "wheel 27 adm": group names or numbers, resolved now. */
+static int set_groups(Loader *l, const char *key, const char *value, gid_t **gids, size_t *n)
 {
-        Loader *l = user;
-        Config *c = l->config;
+        _cleanup_free_ char *copy = strdup(value);
+        char *save = NULL;
 
-        if (strcmp(section, "Daemon") != 0) {
-                loader_error(l, "unknown section [%s]", section);
+        if (!copy)
+                return 0;
+        free(*gids);
+        *gids = NULL;
+        *n = 0;
+        for (char *w = strtok_r(copy, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+                unsigned long v;
+                gid_t gid;
+                gid_t *g;
+
+                if (parse_uint(w, (gid_t)-2, &v) == 0)
+                        gid = (gid_t)v;
+                else {
+                        struct group *gr = getgrnam(w);
+                        if (!gr) {
+                                loader_error(l, "%s=: unknown group '%s'", key, w);
+                                continue;
+                        }
+                        gid = gr->gr_gid;
+                }
+                g = realloc(*gids, (*n + 1) * sizeof(*g));
+                if (!g)
+                        return 0;
+                *gids = g;
+                (*gids)[(*n)++] = gid;
+        }
+        return 1;
+}
+
+static int set_role(Loader *l, const char *key, const char *value, Role *ret)
+{
+        int r = role_from_string(value);
+
+        if (r < 0)
+                loader_error(l, "%s= must be guest, user or admin, not '%s'", key, value);
+        else
+                *ret = r;
+        return 1;
+}
+
+/* Read a secret: the whole file, one trailing newline dropped. */
+static void token_read_secret(Loader *l, Token *t, const char *path)
+{
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        char buf[4097];
+        struct stat st;
+        size_t n = 0;
+
+        if (fd < 0) {
+                loader_error(l, "[Token %s]: cannot open %s: %s", t->name, path, strerror(errno));
+                return;
+        }
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+                loader_error(l, "[Token %s]: %s is not a regular file", t->name, path);
+                return;
+        }
+        if (st.st_mode & S_IROTH) {
+                loader_error(l, "[Token %s]: %s is readable by everyone; chmod o-r it", t->name,
+                             path);
+                return;
+        }
+        for (;;) {
+                ssize_t k = read(fd, buf + n, sizeof(buf) - n);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        loader_error(l, "[Token %s]: cannot read %s: %s", t->name, path,
+                                     strerror(errno));
+                        return;
+                }
+                if (k == 0)
+                        break;
+                n += (size_t)k;
+                if (n == sizeof(buf)) {
+                        loader_error(l, "[Token %s]: %s is longer than 4096 bytes", t->name, path);
+                        return;
+                }
+        }
+        if (n > 0 && buf[n - 1] == '\n')
+                n--;
+        if (n > 0 && buf[n - 1] == '\r')
+                n--;
+        if (n == 0) {
+                loader_error(l, "[Token %s]: %s is empty", t->name, path);
+                return;
+        }
+        free(t->secret);
+        t->secret = malloc(n + 1);
+        if (!t->secret)
+                return;
+        memcpy(t->secret, buf, n);
+        t->secret[n] = '\0';
+        t->secret_len = n;
+        explicit_bzero(buf, sizeof(buf));
+}
+
+static Token *loader_token(Loader *l, const char *name)
+{
+        Config *c = l->config;
+        Token *t;
+
+        for (size_t i = 0; i < c->n_tokens; i++)
+                if (strcmp(c->tokens[i].name, name) == 0)
+                        return &c->tokens[i];
+        t = realloc(c->tokens, (c->n_tokens + 1) * sizeof(*t));
+        if (!t)
+                return NULL;
+        c->tokens = t;
+        t = &c->tokens[c->n_tokens];
+        *t = (Token){.name = strdup(name), .role = ROLE_USER, .line = l->line};
+        if (!t->name)
+                return NULL;
+        c->n_tokens++;
+        return t;
+}
+
+static bool command_name_is_valid(const char *name)
+{
+        if (!*name || strlen(name) > 64)
+                return false;
+        for (const char *p = name; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                      (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+                        return false;
+        return true;
+}
+
+static CommandConfig *loader_command(Loader *l, const char *name)
+{
+        Config *c = l->config;
+        CommandConfig *cmd;
+
+        for (size_t i = 0; i < c->n_commands; i++)
+                if (strcmp(c->commands[i].name, name) == 0)
+                        return &c->commands[i];
+        cmd = realloc(c->commands, (c->n_commands + 1) * sizeof(*cmd));
+        if (!cmd)
+                return NULL;
+        c->commands = cmd;
+        cmd = &c->commands[c->n_commands];
+        *cmd = (CommandConfig){
+            .name = strdup(name),
+            .max_args = 0,
+            .role = ROLE_ADMIN,
+            .timeout_sec = 300,
+            .max_output_bytes = 1024 * 1024,
+        };
+        if (!cmd->name)
+                return NULL;
+        c->n_commands++;
+        return cmd;
+}
+
+/* Exec=: split like a protocol request (quotes and escapes alike). */
+static void command_set_exec(Loader *l, CommandConfig *cmd, const char *value)
+{
+        ProtoRequest req = PROTO_REQUEST_INIT;
+        const char *error = NULL;
+        char **argv;
+        int r;
+
+        r = proto_request_parse(&req, value, strlen(value), &error);
+        if (r < 0 || req.n_args == 0) {
+                loader_error(l, "[Command %s]: Exec= %s", cmd->name,
+                             r == -EINVAL ? error : "is empty");
+                goto out;
+        }
+        if (req.args[0].data[0] != '/') {
+                loader_error(l, "[Command %s]: Exec= must start with an absolute path, not '%s'",
+                             cmd->name, req.args[0].data);
+                goto out;
+        }
+        for (size_t i = 0; i < req.n_args; i++)
+                if (memchr(req.args[i].data, '\0', req.args[i].len)) {
+                        loader_error(l, "[Command %s]: Exec= has a NUL byte", cmd->name);
+                        goto out;
+                }
+        if (access(req.args[0].data, X_OK) < 0) {
+                loader_error(l, "[Command %s]: Exec= %s: %s", cmd->name, req.args[0].data,
+                             strerror(errno));
+                goto out;
+        }
+        argv = calloc(req.n_args + 1, sizeof(char *));
+        if (!argv)
+                goto out;
+        for (size_t i = 0; i < req.n_args; i++)
+                if (!(argv[i] = strdup(req.args[i].data))) {
+                        for (size_t j = 0; j < i; j++)
+                                free(argv[j]);
+                        free(argv);
+                        goto out;
+                }
+        if (cmd->argv)
+                for (char **a = cmd->argv; *a; a++)
+                        free(*a);
+        free(cmd->argv);
+        cmd->argv = argv;
+        cmd->has_exec = true;
+out:
+        proto_request_done(&req);
+}
+
+static int handle_command(Loader *l, const char *section, const char *name, const char *value)
+{
+        CommandConfig *cmd;
+
+        if (!command_name_is_valid(section)) {
+                loader_error(l, "[Command %s]: a command name is 1-64 of A-Z a-z 0-9 . _ -",
+                             section);
                 return 1;
         }
+        if (builtin_command_exists(section)) {
+                loader_error(l, "[Command %s]: that is a built-in command", section);
+                return 1;
+        }
+        cmd = loader_command(l, section);
+        if (!cmd)
+                return 0;
+        if (strcmp(name, "Exec") == 0)
+                command_set_exec(l, cmd, value);
+        else if (strcmp(name, "Arguments") == 0) {
+                unsigned long v;
+
+                if (strcmp(value, "none") == 0)
+                        cmd->max_args = 0;
+                else if (strcmp(value, "any") == 0)
+                        cmd->max_args = -1;
+                else if (parse_uint(value, 65536, &v) == 0)
+                        cmd->max_args = (int)v;
+                else
+                        loader_error(l, "Arguments= must be none, any or a number, not '%s'",
+                                     value);
+        } else if (strcmp(name, "Role") == 0) {
+                set_role(l, name, value, &cmd->role);
+                cmd->has_role = true;
+        } else if (strcmp(name, "AllowGroups") == 0)
+                return set_groups(l, name, value, &cmd->allow_gids, &cmd->n_allow_gids);
+        else if (strcmp(name, "TimeoutSec") == 0)
+                return set_uint(l, name, value, 0, 86400 * 7, &cmd->timeout_sec);
+        else if (strcmp(name, "MaxOutputBytes") == 0)
+                return set_size(l, name, value, 0, SIZE_MAX / 4, &cmd->max_output_bytes);
+        else if (strcmp(name, "Description") == 0) {
+                free(cmd->description);
+                cmd->description = strdup(value);
+                return cmd->description ? 1 : 0;
+        } else
+                loader_error(l, "unknown key %s= in [Command %s]", name, section);
+        return 1;
+}
+
+static int handle_token(Loader *l, const char *section, const char *name, const char *value)
+{
+        Token *t;
+
+        if (!*section) {
+                loader_error(l, "[Token] needs a name: [Token NAME]");
+                return 1;
+        }
+        t = loader_token(l, section);
+        if (!t)
+                return 0;
+        if (strcmp(name, "SecretFile") == 0) {
+                if (value[0] != '/')
+                        loader_error(l, "SecretFile= must be an absolute path");
+                else
+                        token_read_secret(l, t, value);
+        } else if (strcmp(name, "Credential") == 0) {
+                const char *dir = getenv("CREDENTIALS_DIRECTORY");
+                char path[4096];
+
+                if (!*value || strchr(value, '/'))
+                        loader_error(l, "Credential= takes a credential name, not '%s'", value);
+                else if (!dir || !*dir)
+                        loader_error(l,
+                                     "Credential=%s: no $CREDENTIALS_DIRECTORY (give the unit "
+                                     "LoadCredential=%s:PATH)",
+                                     value, value);
+                else {
+                        snprintf(path, sizeof(path), "%s/%s", dir, value);
+                        token_read_secret(l, t, path);
+                }
+        } else if (strcmp(name, "Role") == 0)
+                set_role(l, name, value, &t->role);
+        else
+                loader_error(l, "unknown key %s= in [Token %s]", name, section);
+        return 1;
+}
+
+static int handle_daemon(Loader *l, const char *name, const char *value)
+{
+        Config *c = l->config;
+
         if (strcmp(name, "MaxClients") == 0)
                 return set_uint(l, name, value, 1, 10000000, &c->max_clients);
         if (strcmp(name, "MaxLineBytes") == 0)
@@ -181,8 +500,25 @@ static int loader_handler(void *user, const char *section, const char *name, con
                 return 1;
         }
         if (strcmp(name, "AdminGroups") == 0)
-                return 1; /* taken by the access control */
-        loader_error(l, "unknown key %s= in [%s]", name, section);
+                return set_groups(l, name, value, &c->admin_gids, &c->n_admin_gids);
+        loader_error(l, "unknown key %s= in [Daemon]", name);
+        return 1;
+}
+
+static int loader_handler(void *user, const char *section, const char *name, const char *value)
+{
+        Loader *l = user;
+
+        if (strcmp(section, "Daemon") == 0)
+                return handle_daemon(l, name, value);
+        if (strncmp(section, "Token ", 6) == 0 || strcmp(section, "Token") == 0)
+                return handle_token(l, section[5] ? section + 6 : "", name, value);
+        if (strncmp(section, "Command ", 8) == 0)
+                return handle_command(l, section + 8, name, value);
+        loader_error(l,
+                     "unknown section [%s] (expected [Daemon], [Token NAME] or "
+                     "[Command NAME])",
+                     section);
         return 1;
 }
 
@@ -271,6 +607,22 @@ int config_load(const ConfigOverrides *o, Config **ret, Buffer *errors)
                 l.n_errors++;
         }
 
+        /* Sections are complete only once every file is read. */
+        for (size_t i = 0; i < c->n_tokens; i++)
+                if (!c->tokens[i].secret) {
+                        (void)buffer_printf(errors,
+                                            "[Token %s]: needs SecretFile= or Credential= with a "
+                                            "readable, non-empty secret\n",
+                                            c->tokens[i].name);
+                        l.n_errors++;
+                }
+        for (size_t i = 0; i < c->n_commands; i++)
+                if (!c->commands[i].has_exec) {
+                        (void)buffer_printf(errors, "[Command %s]: needs a valid Exec=\n",
+                                            c->commands[i].name);
+                        l.n_errors++;
+                }
+
         if (o->has_max_clients)
                 c->max_clients = o->max_clients;
         if (o->has_max_line_bytes)
@@ -296,8 +648,37 @@ Config *config_ref(Config *c)
         return c;
 }
 
+const CommandConfig *config_find_command(const Config *c, const char *name, size_t len)
+{
+        for (size_t i = 0; i < c->n_commands; i++)
+                if (strlen(c->commands[i].name) == len &&
+                    memcmp(c->commands[i].name, name, len) == 0)
+                        return &c->commands[i];
+        return NULL;
+}
+
 void config_unref(Config *c)
 {
-        if (c && atomic_fetch_sub_explicit(&c->n_ref, 1, memory_order_acq_rel) == 1)
-                free(c);
+        if (!c || atomic_fetch_sub_explicit(&c->n_ref, 1, memory_order_acq_rel) != 1)
+                return;
+        for (size_t i = 0; i < c->n_tokens; i++) {
+                free(c->tokens[i].name);
+                if (c->tokens[i].secret)
+                        explicit_bzero(c->tokens[i].secret, c->tokens[i].secret_len);
+                free(c->tokens[i].secret);
+        }
+        free(c->tokens);
+        for (size_t i = 0; i < c->n_commands; i++) {
+                CommandConfig *cmd = &c->commands[i];
+                if (cmd->argv)
+                        for (char **a = cmd->argv; *a; a++)
+                                free(*a);
+                free(cmd->argv);
+                free(cmd->description);
+                free(cmd->allow_gids);
+                free(cmd->name);
+        }
+        free(c->commands);
+        free(c->admin_gids);
+        free(c);
 }

@@ -14,7 +14,41 @@
 #include <stddef.h>
 #include <syslog.h>
 
+#include <sys/types.h>
+
 #include "buffer.h"
+
+typedef enum Role {
+        ROLE_GUEST,
+        ROLE_USER,
+        ROLE_ADMIN,
+} Role;
+
+const char *role_to_string(Role r);
+int role_from_string(const char *s);
+
+/* [Token NAME]: a secret that raises a connection to `role` (auth). */
+typedef struct Token {
+        char *name;
+        char *secret; /* never logged, never sent */
+        size_t secret_len;
+        Role role;
+        unsigned line; /* where the section started, for messages */
+} Token;
+
+/* [Command NAME]: a program ipcd runs for clients. */
+typedef struct CommandConfig {
+        char *name;
+        char **argv; /* from Exec=, NULL-terminated; argv[0] is absolute */
+        char *description;
+        int max_args;      /* Arguments=: -1 any, 0 none, N at most N */
+        Role role;         /* minimum role (Role=) */
+        gid_t *allow_gids; /* AllowGroups=: Unix peers in these may run it too */
+        size_t n_allow_gids;
+        unsigned timeout_sec; /* 0 = none */
+        size_t max_output_bytes;
+        bool has_exec, has_role;
+} CommandConfig;
 
 typedef struct Config {
         atomic_uint n_ref;
@@ -26,7 +60,15 @@ typedef struct Config {
         unsigned drain_timeout_sec;
         unsigned max_running;
         int log_level;
+        gid_t *admin_gids; /* AdminGroups= */
+        size_t n_admin_gids;
+        Token *tokens;
+        size_t n_tokens;
+        CommandConfig *commands;
+        size_t n_commands;
 } Config;
+
+const CommandConfig *config_find_command(const Config *c, const char *name, size_t len);
 
 /*
  * Values given on the command line; they win over the file, on every
@@ -45,8 +87,9 @@ typedef struct ConfigOverrides {
 /*
  * Read the main file (a missing one is fine: defaults) and every
  * ipcd.conf.d/\*.conf beside the default one, in lexical order, then
- * apply the overrides. Every problem is appended to `errors` as a
- * "file:line: message\n" line; any problem fails the load with -EINVAL
+ * apply the overrides. Secrets are read here too (SecretFile=, or
+ * Credential= from $CREDENTIALS_DIRECTORY), so a reload picks up new ones. Every problem is
+ * appended to `errors` as a "file:line: message\n" line; any problem fails the load with -EINVAL
  * and *ret untouched.
  */
 int config_load(const ConfigOverrides *o, Config **ret, Buffer *errors);

@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "queue.h"
 
@@ -19,7 +20,15 @@ int queue_init(Queue *q, size_t limit)
                 pthread_mutex_destroy(&q->lock);
                 return -r;
         }
-        r = pthread_cond_init(&q->can_queue, NULL);
+        {
+                pthread_condattr_t ca;
+
+                /* Timed waits count on CLOCK_MONOTONIC, like the rest of ipcd. */
+                pthread_condattr_init(&ca);
+                pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+                r = pthread_cond_init(&q->can_queue, &ca);
+                pthread_condattr_destroy(&ca);
+        }
         if (r) {
                 pthread_cond_destroy(&q->can_send);
                 pthread_mutex_destroy(&q->lock);
@@ -47,7 +56,7 @@ void queue_done(Queue *q)
         pthread_mutex_destroy(&q->lock);
 }
 
-int queue_push(Queue *q, char *data, size_t len)
+static int queue_push_internal(Queue *q, char *data, size_t len, bool bounded)
 {
         Chunk *c = malloc(sizeof(*c));
 
@@ -63,6 +72,11 @@ int queue_push(Queue *q, char *data, size_t len)
                 chunk_free_list(c);
                 return -EPIPE;
         }
+        if (bounded && q->bytes + len > q->limit) {
+                pthread_mutex_unlock(&q->lock);
+                chunk_free_list(c);
+                return -ENOBUFS;
+        }
         if (q->tail)
                 q->tail->next = c;
         else
@@ -73,6 +87,37 @@ int queue_push(Queue *q, char *data, size_t len)
         pthread_cond_signal(&q->can_send);
         pthread_mutex_unlock(&q->lock);
         return 0;
+}
+
+int queue_push(Queue *q, char *data, size_t len)
+{
+        return queue_push_internal(q, data, len, false);
+}
+
+int queue_push_bounded(Queue *q, char *data, size_t len)
+{
+        return queue_push_internal(q, data, len, true);
+}
+
+void queue_set_limit(Queue *q, size_t limit)
+{
+        pthread_mutex_lock(&q->lock);
+        q->limit = limit;
+        pthread_cond_broadcast(&q->can_queue);
+        pthread_mutex_unlock(&q->lock);
+}
+
+int queue_wait_space_until(Queue *q, uint64_t deadline)
+{
+        struct timespec ts = {.tv_sec = deadline / 1000000, .tv_nsec = (deadline % 1000000) * 1000};
+        int r = 0;
+
+        pthread_mutex_lock(&q->lock);
+        while (q->bytes > q->limit && !q->dead && r == 0)
+                r = pthread_cond_timedwait(&q->can_queue, &q->lock, &ts);
+        r = q->dead ? -EPIPE : (q->bytes > q->limit ? -ETIMEDOUT : 0);
+        pthread_mutex_unlock(&q->lock);
+        return r;
 }
 
 int queue_wait_space(Queue *q)

@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct Chunk {
         struct Chunk *next;
@@ -39,8 +40,16 @@ void queue_done(Queue *q);
 
 /* Take ownership of `data` and queue it; -EPIPE (data freed) if dead. */
 int queue_push(Queue *q, char *data, size_t len);
+/*
+ * Queue an event: never blocks, and fails with -ENOBUFS (data freed) when
+ * it would take the queue past its limit: the subscriber is too slow.
+ */
+int queue_push_bounded(Queue *q, char *data, size_t len);
 /* Block while over the limit; -EPIPE if the queue is dead. */
 int queue_wait_space(Queue *q);
+/* The same, giving up with -ETIMEDOUT at `deadline` (CLOCK_MONOTONIC usec). */
+int queue_wait_space_until(Queue *q, uint64_t deadline);
+void queue_set_limit(Queue *q, size_t limit);
 /*
  * Block until something is queued; return the whole list (the caller
  * frees it with chunk_free_list() after writing). NULL means the sender is

@@ -70,8 +70,14 @@ int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
                 return -EMFILE;
 
         r = pthread_mutex_init(&s->lock, NULL);
+        if (!r)
+                r = pthread_mutex_init(&s->reload_lock, NULL);
+        if (!r)
+                r = pthread_mutex_init(&s->auth_lock, NULL);
         if (r)
                 return -r;
+        /* At most 10 failed auth attempts a second across all clients. */
+        s->auth_failures_rl = RATELIMIT_INIT(1000000, 10);
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         r = pthread_cond_init(&s->drained, &ca);
@@ -272,8 +278,8 @@ void server_client_thread_done(Server *s, Client *c)
                                       c->commands_used[i]);
                 if (o > 0 && o < sizeof(list) - 1)
                         strcat(list, ")");
-                log_full(LOG_INFO, 0, c, c->commands_used, c->n_commands_used, NULL, UINT64_MAX,
-                         "disconnected after %" PRIu64 " command(s)%s",
+                log_full(LOG_INFO, 0, c, (const char *const *)c->commands_used, c->n_commands_used,
+                         NULL, UINT64_MAX, "disconnected after %" PRIu64 " command(s)%s",
                          (uint64_t)atomic_load(&c->n_commands), list);
         }
 }
@@ -442,44 +448,44 @@ static int server_drain(Server *s)
         return 0;
 }
 
-/* Re-read the configuration; a bad one leaves the running one in place. */
-static int server_reload(Server *s)
+int server_reload(Server *s, Buffer *errors)
 {
-        Buffer errors = BUFFER_INIT;
         Config *n = NULL, *old;
         int r;
 
+        pthread_mutex_lock(&s->reload_lock);
         (void)sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=Reloading",
                          now_usec(CLOCK_MONOTONIC));
-        r = config_load(&s->overrides, &n, &errors);
+        r = config_load(&s->overrides, &n, errors);
         if (r < 0) {
-                char *line = errors.data, *nl;
+                char *line = errors->data, *end = errors->data + errors->len, *nl;
 
                 /* One journal entry per problem, each naming file and line. */
-                while (line && line < errors.data + errors.len && (nl = strchr(line, '\n'))) {
-                        *nl = '\0';
-                        log_error("Configuration error, keeping the running configuration: %s",
-                                  line);
+                while (line && line < end && (nl = memchr(line, '\n', end - line))) {
+                        log_error("Configuration error, keeping the running configuration: %.*s",
+                                  (int)(nl - line), line);
                         line = nl + 1;
                 }
                 if (r != -EINVAL)
                         log_error_errno(r, "Failed to reload the configuration: %m");
                 (void)sd_notify(false, "READY=1\nSTATUS=Reload failed, running configuration "
                                        "kept; see the journal");
-                buffer_done(&errors);
+                pthread_mutex_unlock(&s->reload_lock);
                 return r;
         }
-        buffer_done(&errors);
 
         pthread_mutex_lock(&s->lock);
         old = s->config;
         s->config = n;
+        atomic_fetch_add_explicit(&s->config_generation, 1, memory_order_release);
         pthread_mutex_unlock(&s->lock);
         config_unref(old);
         atomic_store(&log_max_level, n->log_level);
 
-        log_info("Reloaded the configuration (new limits apply to new connections)");
+        log_info("Reloaded the configuration: %zu command(s), %zu token(s)", n->n_commands,
+                 n->n_tokens);
         (void)sd_notify(false, "READY=1\nSTATUS=Configuration reloaded");
+        pthread_mutex_unlock(&s->reload_lock);
         return 0;
 }
 
@@ -590,8 +596,11 @@ int server_run(Server *s)
                 if (got_terminate)
                         break;
                 if (got_reload) {
+                        Buffer errors = BUFFER_INIT;
+
                         got_reload = 0;
-                        (void)server_reload(s);
+                        (void)server_reload(s, &errors);
+                        buffer_done(&errors);
                 }
                 if (paused)
                         continue;

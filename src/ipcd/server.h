@@ -19,6 +19,7 @@
 #include "address.h"
 #include "client.h"
 #include "conf.h"
+#include "log.h"
 
 typedef struct Listener {
         int fd; /* owned */
@@ -41,8 +42,13 @@ typedef struct Stats {
 } Stats;
 
 typedef struct Server {
-        Config *config;            /* current; swapped under `lock` by the main thread only */
-        ConfigOverrides overrides; /* the command line, re-applied on reload */
+        Config *config;                         /* current; swapped under `lock` (server_reload) */
+        atomic_uint_fast64_t config_generation; /* bumped after each swap */
+        pthread_mutex_t reload_lock;            /* one reload at a time (SIGHUP, `reload`) */
+        atomic_uint n_running;                  /* configured commands running now (MaxRunning=) */
+        pthread_mutex_t auth_lock;              /* guards auth_failures_rl */
+        RateLimit auth_failures_rl;             /* failed auth attempts, server-wide */
+        ConfigOverrides overrides;              /* the command line, re-applied on reload */
         Listener *listeners;
         size_t n_listeners;
         bool socket_activated;
@@ -71,6 +77,13 @@ int server_open_listeners(Server *s, char **specs, size_t n_specs);
 
 /* Serve until SIGTERM/SIGINT, then drain; returns 0 or -errno. */
 int server_run(Server *s);
+
+/*
+ * Re-read the configuration and swap it in; a bad one leaves the running
+ * one in place and its problems ("file:line: message" lines) in `errors`.
+ * Any thread may call it.
+ */
+int server_reload(Server *s, Buffer *errors);
 
 /* A client's thread has ended; the last one takes it out of the registry. */
 void server_client_thread_done(Server *s, Client *c);
