@@ -232,11 +232,17 @@ static int cmd_auth(Client *c, const ProtoRequest *req)
 
         c->auth_failures++;
         pthread_mutex_lock(&s->auth_lock);
-        if (ratelimit_below(&s->auth_failures_rl))
-                log_client(LOG_WARNING, c,
-                           "authentication failed (%u attempt(s) on this "
-                           "connection)%s",
-                           c->auth_failures, blocked ? ", refused: too many failures" : "");
+        if (!blocked)
+                (void)ratelimit_below(&s->auth_failures_rl); /* counts this failure */
+        if (ratelimit_below(&s->auth_log_rl)) {
+                unsigned suppressed = s->auth_log_rl.suppressed;
+
+                s->auth_log_rl.suppressed = 0;
+                log_client(
+                    LOG_WARNING, c, "authentication %s (%u attempt(s) on this connection)%s",
+                    blocked ? "refused unchecked: over 10 failures a second server-wide" : "failed",
+                    c->auth_failures, suppressed ? "; similar entries were suppressed before" : "");
+        }
         pthread_mutex_unlock(&s->auth_lock);
 
         /* The delay is the same for every failure: no timing to learn from. */

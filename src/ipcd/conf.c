@@ -291,9 +291,11 @@ static Token *loader_token(Loader *l, const char *name)
                 return NULL;
         c->tokens = t;
         t = &c->tokens[c->n_tokens];
-        *t = (Token){.name = strdup(name), .role = ROLE_USER, .line = l->line};
-        if (!t->name)
+        *t = (Token){.name = strdup(name), .role = ROLE_USER};
+        if (!t->name || asprintf(&t->where, "%s:%u", l->path, l->line) < 0) {
+                free(t->name);
                 return NULL;
+        }
         c->n_tokens++;
         return t;
 }
@@ -329,8 +331,10 @@ static CommandConfig *loader_command(Loader *l, const char *name)
             .timeout_sec = 300,
             .max_output_bytes = 1024 * 1024,
         };
-        if (!cmd->name)
+        if (!cmd->name || asprintf(&cmd->where, "%s:%u", l->path, l->line) < 0) {
+                free(cmd->name);
                 return NULL;
+        }
         c->n_commands++;
         return cmd;
 }
@@ -611,15 +615,15 @@ int config_load(const ConfigOverrides *o, Config **ret, Buffer *errors)
         for (size_t i = 0; i < c->n_tokens; i++)
                 if (!c->tokens[i].secret) {
                         (void)buffer_printf(errors,
-                                            "[Token %s]: needs SecretFile= or Credential= with a "
-                                            "readable, non-empty secret\n",
-                                            c->tokens[i].name);
+                                            "%s: [Token %s] needs SecretFile= or Credential= "
+                                            "with a readable, non-empty secret\n",
+                                            c->tokens[i].where, c->tokens[i].name);
                         l.n_errors++;
                 }
         for (size_t i = 0; i < c->n_commands; i++)
                 if (!c->commands[i].has_exec) {
-                        (void)buffer_printf(errors, "[Command %s]: needs a valid Exec=\n",
-                                            c->commands[i].name);
+                        (void)buffer_printf(errors, "%s: [Command %s] needs a valid Exec=\n",
+                                            c->commands[i].where, c->commands[i].name);
                         l.n_errors++;
                 }
 
@@ -666,6 +670,7 @@ void config_unref(Config *c)
                 if (c->tokens[i].secret)
                         explicit_bzero(c->tokens[i].secret, c->tokens[i].secret_len);
                 free(c->tokens[i].secret);
+                free(c->tokens[i].where);
         }
         free(c->tokens);
         for (size_t i = 0; i < c->n_commands; i++) {
@@ -677,6 +682,7 @@ void config_unref(Config *c)
                 free(cmd->description);
                 free(cmd->allow_gids);
                 free(cmd->name);
+                free(cmd->where);
         }
         free(c->commands);
         free(c->admin_gids);

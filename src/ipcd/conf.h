@@ -33,7 +33,7 @@ typedef struct Token {
         char *secret; /* never logged, never sent */
         size_t secret_len;
         Role role;
-        unsigned line; /* where the section started, for messages */
+        char *where; /* "file:line" of the section, for messages */
 } Token;
 
 /* [Command NAME]: a program ipcd runs for clients. */
@@ -48,6 +48,7 @@ typedef struct CommandConfig {
         unsigned timeout_sec; /* 0 = none */
         size_t max_output_bytes;
         bool has_exec, has_role;
+        char *where; /* "file:line" of the section, for messages */
 } CommandConfig;
 
 typedef struct Config {

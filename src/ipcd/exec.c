@@ -29,7 +29,9 @@
 #define EXEC_READ_CHUNK 65536
 /* After SIGTERM (timeout), how long the command has before SIGKILL. */
 #define EXEC_KILL_GRACE_USEC (3 * 1000000)
-#define EXEC_PATH            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+/* How often a half-closed TCP client is probed for being gone. */
+#define EXEC_PROBE_USEC (1000 * 1000)
+#define EXEC_PATH       "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 typedef enum ExecEnd {
         EXEC_EXITED,
@@ -196,6 +198,7 @@ int exec_run(Client *c, const CommandConfig *cmd, const ProtoRequest *req)
         char args[256], result[64], *buf = NULL;
         ExecEnd end = EXEC_EXITED;
         bool out_open = true, exited = false;
+        uint64_t next_probe = 0;
         pid_t pid = 0;
         unsigned running;
 
@@ -257,16 +260,23 @@ int exec_run(Client *c, const CommandConfig *cmd, const ProtoRequest *req)
         while (end == EXEC_EXITED && (out_open || !exited)) {
                 /* The client socket with no events still reports a hang-up:
                  * a client that closed its connection. */
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+                /* With no events the client socket still reports a hang-up
+                 * (a Unix peer that closed). A TCP peer that closes sends
+                 * only a FIN, just like one that merely stopped sending and
+                 * waits for the output: on that, probe once a second. */
+                bool watch_rdhup = c->transport == TRANSPORT_TCP && now >= next_probe;
                 struct pollfd p[3] = {
                     {.fd = out_open ? pipefd[0] : -1, .events = POLLIN},
                     {.fd = exited ? -1 : pidfd, .events = POLLIN},
-                    {.fd = c->fd, .events = 0},
+                    {.fd = c->fd, .events = watch_rdhup ? POLLRDHUP : 0},
                 };
-                uint64_t now = now_usec(CLOCK_MONOTONIC);
-                int timeout = deadline == UINT64_MAX ? -1
-                              : now >= deadline
+                uint64_t wake =
+                    MIN(deadline, watch_rdhup || next_probe == 0 ? UINT64_MAX : next_probe);
+                int timeout = wake == UINT64_MAX ? -1
+                              : now >= wake
                                   ? 0
-                                  : (int)MIN((deadline - now + 999) / 1000, (uint64_t)INT32_MAX);
+                                  : (int)MIN((wake - now + 999) / 1000, (uint64_t)INT32_MAX);
 
                 if (queue_is_dead(&c->queue)) {
                         end = EXEC_CLIENT_GONE;
@@ -282,6 +292,17 @@ int exec_run(Client *c, const CommandConfig *cmd, const ProtoRequest *req)
                 if (p[2].revents & (POLLHUP | POLLERR)) {
                         end = EXEC_CLIENT_GONE;
                         break;
+                }
+                if (p[2].revents & POLLRDHUP) {
+                        /* An empty MORE frame is a valid no-op for a client
+                         * that still listens; a closed one answers it with a
+                         * reset, which the next poll() reports as POLLERR. */
+                        if (proto_append_frame(&c->out, PROTO_FRAME_MORE, NULL, NULL, 0) < 0 ||
+                            client_flush(c) < 0) {
+                                end = EXEC_CLIENT_GONE;
+                                break;
+                        }
+                        next_probe = now_usec(CLOCK_MONOTONIC) + EXEC_PROBE_USEC;
                 }
                 if (p[1].revents & POLLIN) {
                         exited = true;

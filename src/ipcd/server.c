@@ -78,6 +78,9 @@ int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
                 return -r;
         /* At most 10 failed auth attempts a second across all clients. */
         s->auth_failures_rl = RATELIMIT_INIT(1000000, 10);
+        /* and at most 20 journal entries about them in 10 s, with a count of
+         * what was left out. */
+        s->auth_log_rl = RATELIMIT_INIT(10 * 1000000, 20);
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         r = pthread_cond_init(&s->drained, &ca);

@@ -46,8 +46,9 @@ typedef struct Server {
         atomic_uint_fast64_t config_generation; /* bumped after each swap */
         pthread_mutex_t reload_lock;            /* one reload at a time (SIGHUP, `reload`) */
         atomic_uint n_running;                  /* configured commands running now (MaxRunning=) */
-        pthread_mutex_t auth_lock;              /* guards auth_failures_rl */
+        pthread_mutex_t auth_lock;              /* guards the two auth rate limits */
         RateLimit auth_failures_rl;             /* failed auth attempts, server-wide */
+        RateLimit auth_log_rl;                  /* journal entries about them */
         ConfigOverrides overrides;              /* the command line, re-applied on reload */
         Listener *listeners;
         size_t n_listeners;

@@ -840,6 +840,155 @@ def test_stop():
     check(failed.stdout.strip() == "", "failed units: %s" % failed.stdout)
 
 
+# Configured commands and tokens under the unit: a [Command] and a [Token]
+# in ipcd.conf, the token's secret from LoadCredential= in a drop-in.
+ACCESS_CONF = """[Token deploy]
+Credential=deploy
+Role=user
+
+[Command sysinfo]
+Exec=/bin/sh -c 'id -un; for i in 1 2 3; do echo tick$i; sleep 0.3; done'
+Role=user
+Description=who runs the commands, line by line
+
+[Command admin-op]
+Exec=/bin/echo admin-op-ran
+"""
+ACCESS_TOKEN = "ct-9d41-credential-token"
+ACCESS_TOKEN_FILE = "/run/ipcd-test/deploy.token"   # ipcctl's copy, for --token-file
+SYSINFO_OUT = "ipcd\ntick1\ntick2\ntick3\n"
+
+# In the container: run one request on the socket, timestamp every frame.
+# Prints JSON: [[seconds since the request, kind, payload], ...].
+FRAME_TIMES = r"""
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(30)
+s.connect(sys.argv[1])
+t0 = time.monotonic()
+s.sendall(sys.argv[2].encode() + b"\n")
+buf, frames = b"", []
+def need(n):
+    global buf
+    while len(buf) < n:
+        c = s.recv(65536)
+        if not c:
+            raise SystemExit("connection closed after %r" % buf)
+        buf += c
+while True:
+    while b"\n" not in buf:
+        need(len(buf) + 1)
+    head = buf.split(b"\n", 1)[0]
+    kind, n = head.split(b" ")[0].decode(), int(head.split(b" ")[-1])
+    need(len(head) + n + 2)
+    frames.append([round(time.monotonic() - t0, 3), kind,
+                   buf[len(head) + 1:len(head) + 1 + n].decode()])
+    buf = buf[len(head) + n + 2:]
+    if kind in ("OK", "ERR"):
+        break
+print(json.dumps(frames))
+"""
+
+
+def _access_setup():
+    """ipcd.socket, ipcd started with the credential drop-in and no ipcd.conf,
+    then ipcd.conf written and `systemctl reload ipcd`. Returns ipcd's pid."""
+    C.ok(["systemctl", "start", "ipcd.socket"])
+    C.run(["rm", "-rf", "/etc/ipcd"])
+    write_file("/etc/ipcd/credentials/deploy", ACCESS_TOKEN + "\n")
+    C.ok(["chmod", "-R", "go-rwx", "/etc/ipcd/credentials"])
+    dropin("60-credential", "LoadCredential=deploy:/etc/ipcd/credentials/deploy\n")
+    stop_service()
+    pong()
+    pid = main_pid()
+    write_file(CONF, ACCESS_CONF)
+    C.ok(["systemctl", "reload", "ipcd"])
+    wait_journal(r"^Reloaded the configuration: 2 command\(s\), 1 token\(s\)$", "_PID=%d" % pid)
+    wait_state("ipcd.service", "active")
+    check(main_pid() == pid, "reload replaced ipcd")
+    return pid
+
+
+def _access_teardown():
+    C.run(["rm", "-rf", "/etc/ipcd", os.path.dirname(ACCESS_TOKEN_FILE)])
+    remove_dropins()
+    stop_service()
+
+
+def test_configured_commands_under_systemd():
+    """A [Command] runs in the unit's sandbox as user ipcd and streams; the
+    journal finds the run by IPCD_COMMAND=; a second local user runs what its
+    role allows and is refused the rest."""
+    uid_in, _ = _make_users()
+    try:
+        _access_setup()
+        frames = C.python(FRAME_TIMES, SOCKET, "sysinfo")
+        more = [f for f in frames if f[1] == "MORE"]
+        check(frames[-1][1:] == ["OK", ""], "sysinfo: %r" % frames)
+        check("".join(f[2] for f in more) == SYSINFO_OUT,
+              "sysinfo (id -un, then ticks) did not run as user ipcd: %r" % frames)
+        check(len(more) >= 3 and frames[-1][0] - more[0][0] >= 0.5,
+              "the output was not streamed as produced: %r" % frames)
+        log("sysinfo frames (s): %s" % [(f[0], f[1]) for f in frames])
+        wait_journal(r"ran sysinfo as admin: ok after \d+ ms", "IPCD_COMMAND=sysinfo",
+                     "IPCD_RESULT=ok")
+        out = C.run(["journalctl", "--no-pager", "-u", "ipcd", "IPCD_COMMAND=sysinfo",
+                     "IPCD_RESULT=ok", "-o", "json"]).stdout
+        runs = [json.loads(l) for l in out.splitlines() if l.strip()]
+        check(runs and all(int(e.get("IPCD_DURATION_USEC", "0")) >= 500000
+                           and e.get("IPCD_PEER_UID") == "0" for e in runs),
+              "the run's journal fields: %s" % out[:2000])
+
+        r = ipcctl("send", "sysinfo", user=USER_IN)
+        check(r.returncode == 0 and r.stdout == SYSINFO_OUT,
+              "sysinfo as %s: exit %d %r %r" % (USER_IN, r.returncode, r.stdout, r.stderr))
+        r = ipcctl("send", "hello", user=USER_IN)
+        check(re.search(r"^role: user$", r.stdout, re.M), "hello as %s: %r" % (USER_IN, r.stdout))
+        for cmd in ("admin-op", "clients", "reload"):
+            r = ipcctl("send", cmd, user=USER_IN)
+            check(r.returncode == 1 and r.stderr == "ipcctl: denied: %s requires role admin\n"
+                  % cmd, "%s as %s: exit %d %r %r" % (cmd, USER_IN, r.returncode, r.stdout,
+                                                    r.stderr))
+        r = ipcctl("send", "help", user=USER_IN)
+        check("sysinfo - who runs" in r.stdout and "admin-op" not in r.stdout,
+              "help as %s: %r" % (USER_IN, r.stdout))
+        check(ipcctl("send", "admin-op").stdout == "admin-op-ran\n", "admin-op as root")
+        wait_journal(r"denied admin-op: requires role admin, client has user",
+                     "IPCD_PEER_UID=%d" % uid_in, "IPCD_RESULT=denied")
+        wait_journal(r"ran sysinfo as user: ok after", "IPCD_PEER_UID=%d" % uid_in,
+                     "IPCD_COMMAND=sysinfo", "IPCD_RESULT=ok")
+    finally:
+        _access_teardown()
+
+
+def test_tcp_token_from_credential():
+    """TCP auth with a token that systemd passes as a credential (LoadCredential=)."""
+    try:
+        _access_setup()
+        write_file(ACCESS_TOKEN_FILE, ACCESS_TOKEN + "\n")
+        r = ipcctl("-H", "127.0.0.1", "send", "stats")
+        check(r.returncode == 1 and "denied: stats requires role user" in r.stderr,
+              "stats as a TCP guest: exit %d %r" % (r.returncode, r.stderr))
+        tok = ["-H", "127.0.0.1", "--token-file", ACCESS_TOKEN_FILE]
+        r = ipcctl(*(tok + ["send", "hello"]))
+        check(r.returncode == 0 and re.search(r"^role: user$", r.stdout, re.M),
+              "hello with the credential token: exit %d %r %r" % (r.returncode, r.stdout, r.stderr))
+        r = ipcctl(*(tok + ["send", "stats"]))
+        check(r.returncode == 0 and "activation: socket\n" in r.stdout,
+              "stats with the token: exit %d %r %r" % (r.returncode, r.stdout, r.stderr))
+        r = ipcctl(*(tok + ["send", "sysinfo"]))
+        check(r.returncode == 0 and r.stdout == SYSINFO_OUT,
+              "sysinfo over TCP: exit %d %r %r" % (r.returncode, r.stdout, r.stderr))
+        wait_journal(r"authenticated with token deploy, role user", "IPCD_TRANSPORT=tcp")
+        write_file(ACCESS_TOKEN_FILE, "not-the-token\n")
+        r = ipcctl(*(tok + ["send", "stats"]))
+        check(r.returncode == 1 and "denied" in r.stderr,
+              "a wrong token: exit %d %r %r" % (r.returncode, r.stdout, r.stderr))
+        wait_journal(r"authentication failed", "IPCD_TRANSPORT=tcp")
+    finally:
+        _access_teardown()
+
+
 def fixture(t):
     """Each check starts with a clean start limit (5 starts in 10s by default)."""
     def run():
@@ -871,6 +1020,8 @@ TESTS = [
     test_group_access_and_peercred,
     test_user_units,
     test_cold_start,
+    test_configured_commands_under_systemd,
+    test_tcp_token_from_credential,
     test_stop,
 ]
 
