@@ -85,7 +85,37 @@ def test_subscribe_unsubscribe_counts():
         ok(c, "subscribe x y z", "3")
         ok(c, "unsubscribe", "0")          # all of them
         err(c, "subscribe", "bad-request")
+        # at most 256 topics, and a request past that changes nothing
+        ok(c, "subscribe " + " ".join("t%d" % i for i in range(250)), "250")
+        err(c, "subscribe " + " ".join("u%d" % i for i in range(10)), "bad-request")
+        ok(c, "subscribe t0", "250")
+        ok(c, "subscribe " + " ".join("u%d" % i for i in range(6)) + " u0", "256")
         c.close()
+
+
+def test_subscribe_answer_precedes_its_events():
+    """The OK of a subscribe is queued before any event it makes possible,
+    even with a publisher racing it and more requests pipelined behind."""
+    with Daemon() as d:
+        pub = d.connect()
+        stop = threading.Event()
+
+        def publish():
+            while not stop.is_set():
+                pub.request("publish race x")
+        t = threading.Thread(target=publish)
+        t.start()
+        try:
+            for _ in range(200):
+                c = d.connect()
+                c.send("subscribe race\nping\n")
+                f = c.read_frame()
+                check(f.kind == "OK" and f.payload == b"1", "first frame: %r" % f)
+                c.close()
+        finally:
+            stop.set()
+            t.join(10)
+        pub.close()
 
 
 def test_publish_reaches_subscribers():
@@ -325,15 +355,22 @@ def test_slow_consumer_disconnected_others_unaffected():
         check(int(st["events_delivered"]) == 2 * n + k, "delivered: %r" % st)
         wait_for(lambda: re.search(r"client \d+: disconnected as a slow consumer", d.log()),
                  what="the slow consumer log line")
-        # The stuck client finds its connection closed once it reads.
-        slow.sock.settimeout(10)
-
-        def closed():
+        # The stuck client, once it reads, finds only whole frames: the events
+        # that were in flight, in order, then ERR slow-consumer, then EOF.
+        slow.sock.settimeout(15)
+        frames = []
+        while True:
             try:
-                return slow.sock.recv(1 << 20) == b""
-            except (ConnectionResetError, BrokenPipeError):
-                return True
-        wait_for(closed, timeout=15, what="the slow consumer's connection to be closed")
+                frames.append(slow.read_frame())
+            except EOFError:
+                break
+        check(frames and frames[-1].kind == "ERR" and frames[-1].word == "slow-consumer",
+              "last frame before the close: %r" % (frames[-1:],))
+        seqs = [int(f.payload[:6]) for f in frames[:-1]]
+        check(all(f.kind == "EVENT" and f.word == "big" and f.payload == event(int(f.payload[:6]))
+                  for f in frames[:-1]), "a torn or foreign frame before the close")
+        check(seqs == sorted(seqs) and len(set(seqs)) == len(seqs), "events out of order")
+        check(slow.buf == b"", "bytes after the last frame: %r" % slow.buf[:80])
         slow.close()
 
 
@@ -456,6 +493,7 @@ def test_ipcctl_listen_and_publish():
 if __name__ == "__main__":
     ipcdtest.run_tests([
         test_subscribe_unsubscribe_counts,
+        test_subscribe_answer_precedes_its_events,
         test_publish_reaches_subscribers,
         test_roles_and_topics,
         test_clients_shows_topics,

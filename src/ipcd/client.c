@@ -209,6 +209,23 @@ void client_stop_reading(Client *c)
         (void)shutdown(c->fd, SHUT_RD);
 }
 
+void client_drop(Client *c, const char *code, const char *message)
+{
+        Buffer b = BUFFER_INIT;
+
+        if (proto_append_frame(&b, PROTO_FRAME_ERR, code, message, strlen(message)) < 0) {
+                buffer_done(&b);
+                client_abort(c);
+                return;
+        }
+        if (queue_drop_and_close(&c->queue, b.data, b.len) < 0) { /* b.data taken over */
+                client_abort(c);
+                return;
+        }
+        atomic_store(&c->drop_deadline, now_usec(CLOCK_MONOTONIC) + CLIENT_DROP_GRACE_USEC);
+        (void)shutdown(c->fd, SHUT_RD); /* the reader ends; the sender flushes, then EOF */
+}
+
 void client_abort(Client *c)
 {
         queue_kill(&c->queue);

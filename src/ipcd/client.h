@@ -30,6 +30,9 @@
 
 struct Server;
 
+/* How long a dropped client's sender may take to finish its last frames. */
+#define CLIENT_DROP_GRACE_USEC (5 * 1000000ULL)
+
 /* How many distinct command names a client's disconnect entry carries. */
 #define CLIENT_COMMANDS_LOGGED 16
 
@@ -54,7 +57,8 @@ typedef struct Client {
         char peer[64];       /* "pid=P uid=U gid=G" or "ADDR:PORT" */
         uint64_t since_usec; /* CLOCK_REALTIME at accept */
 
-        atomic_int role; /* effective: max(identity's role, auth_role) */
+        atomic_int role;                    /* effective: max(identity's role, auth_role) */
+        atomic_uint_fast64_t drop_deadline; /* client_drop(): abort after (monotonic) */
         atomic_uint_fast64_t n_commands;
 
         Queue queue;
@@ -103,3 +107,10 @@ bool client_in_groups(const Client *c, const gid_t *gids, size_t n);
 void client_stop_reading(Client *c);
 /* Break the connection now (drain timeout). */
 void client_abort(Client *c);
+/*
+ * Close the connection cleanly but soon (a slow consumer): drop what is
+ * queued, send a final `ERR code message` after the frame in flight, stop
+ * reading. If the sender cannot finish within CLIENT_DROP_GRACE_USEC, the
+ * main loop's tick aborts the connection. Safe under the registry lock.
+ */
+void client_drop(Client *c, const char *code, const char *message);

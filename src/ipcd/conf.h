@@ -1,11 +1,13 @@
 /*
- * conf.h - the daemon's configuration: ipcd.conf(5) ([Daemon] for now),
- * with the command-line options laid over it.
+ * conf.h - the daemon's configuration: ipcd.conf(5) ([Daemon], [Token],
+ * [Command]), with the command-line options laid over it.
  *
  * A Config is immutable once loaded and reference counted: the server
- * holds the current one (swapped under the registry lock on reload) and
- * each client holds the one it was accepted under, so a reload never
- * changes a value under a thread's feet.
+ * holds the current one (swapped under the registry lock on reload, which
+ * bumps a generation counter) and each client's reader holds its own
+ * reference, which it exchanges for the current one between two read()
+ * batches. So a reload applies to every connection from its next request,
+ * and never changes a value under a thread's feet mid-request.
  */
 #pragma once
 

@@ -40,10 +40,24 @@ static int reply_count(Client *c, size_t n)
         return proto_append_ok(&c->out, buf, (size_t)len) < 0 ? -ENOMEM : 0;
 }
 
+/*
+ * Answer a subscription change while still holding the registry lock, so
+ * the answer is queued before any event that a publisher can send once
+ * the lock is released: the client sees OK first, then the events.
+ */
+static int reply_count_locked(Client *c, size_t n)
+{
+        int r = reply_count(c, n);
+
+        if (r == 0)
+                (void)client_flush(c); /* on failure the reader notices the dead queue */
+        return r;
+}
+
 int events_subscribe(Client *c, const ProtoRequest *req)
 {
         Server *s = c->server;
-        size_t n;
+        size_t n_new = 0;
         int r = 0;
 
         for (size_t i = 1; i < req->n_args; i++)
@@ -56,15 +70,26 @@ int events_subscribe(Client *c, const ProtoRequest *req)
                                    : 1;
 
         pthread_mutex_lock(&s->lock);
+        /* All or nothing: count what is new (duplicates in the request too). */
+        for (size_t i = 1; i < req->n_args; i++) {
+                bool dup = client_has_topic(c, req->args[i].data, req->args[i].len);
+                for (size_t j = 1; j < i && !dup; j++)
+                        dup = req->args[j].len == req->args[i].len &&
+                              memcmp(req->args[j].data, req->args[i].data, req->args[i].len) == 0;
+                n_new += !dup;
+        }
+        if (c->n_topics + n_new > EVENTS_MAX_TOPICS) {
+                pthread_mutex_unlock(&s->lock);
+                return proto_append_err(&c->out, "bad-request", "at most %d topics per client",
+                                        EVENTS_MAX_TOPICS) < 0
+                           ? -ENOMEM
+                           : 1;
+        }
         for (size_t i = 1; i < req->n_args && r == 0; i++) {
                 char **t, *dup;
 
                 if (client_has_topic(c, req->args[i].data, req->args[i].len))
                         continue;
-                if (c->n_topics >= EVENTS_MAX_TOPICS) {
-                        r = 1;
-                        break;
-                }
                 dup = strdup(req->args[i].data);
                 t = dup ? realloc(c->topics, (c->n_topics + 1) * sizeof(*t)) : NULL;
                 if (!t) {
@@ -75,25 +100,22 @@ int events_subscribe(Client *c, const ProtoRequest *req)
                 c->topics = t;
                 c->topics[c->n_topics++] = dup;
         }
-        n = c->n_topics;
+        if (r == 0) {
+                client_set_idle_timeout(c, 0);
+                r = reply_count_locked(c, c->n_topics);
+        }
         pthread_mutex_unlock(&s->lock);
 
         if (r == -ENOMEM)
                 return proto_append_err(&c->out, "failed", "out of memory") < 0 ? -ENOMEM : 1;
-        if (r == 1)
-                return proto_append_err(&c->out, "bad-request", "at most %d topics per client",
-                                        EVENTS_MAX_TOPICS) < 0
-                           ? -ENOMEM
-                           : 1;
-        if (n > 0)
-                client_set_idle_timeout(c, 0);
-        return reply_count(c, n);
+        return r;
 }
 
 int events_unsubscribe(Client *c, const ProtoRequest *req)
 {
         Server *s = c->server;
         size_t n;
+        int r;
 
         pthread_mutex_lock(&s->lock);
         for (size_t i = 0; i < c->n_topics;) {
@@ -109,11 +131,11 @@ int events_unsubscribe(Client *c, const ProtoRequest *req)
                         i++;
         }
         n = c->n_topics;
-        pthread_mutex_unlock(&s->lock);
-
         if (n == 0)
                 client_set_idle_timeout(c, c->config->client_idle_timeout_sec);
-        return reply_count(c, n);
+        r = reply_count_locked(c, n);
+        pthread_mutex_unlock(&s->lock);
+        return r;
 }
 
 int events_publish(Client *c, const ProtoRequest *req)
@@ -168,7 +190,8 @@ int events_publish(Client *c, const ProtoRequest *req)
                         if (n_slow < ELEMENTSOF(slow))
                                 slow[n_slow] = sub->id;
                         n_slow++;
-                        client_abort(sub);
+                        client_drop(sub, "slow-consumer",
+                                    "disconnected: too slow to take the events it subscribed to");
                 }
         }
         pthread_mutex_unlock(&s->lock);

@@ -159,6 +159,35 @@ void queue_sent(Queue *q, size_t n)
         pthread_mutex_unlock(&q->lock);
 }
 
+int queue_drop_and_close(Queue *q, char *last, size_t len)
+{
+        Chunk *c = malloc(sizeof(*c)), *dropped;
+
+        if (!c) {
+                free(last);
+                return -ENOMEM;
+        }
+        *c = (Chunk){.data = last, .len = len};
+
+        pthread_mutex_lock(&q->lock);
+        if (q->dead || q->closed) {
+                pthread_mutex_unlock(&q->lock);
+                chunk_free_list(c);
+                return -EPIPE;
+        }
+        dropped = q->head;
+        for (Chunk *i = dropped; i; i = i->next)
+                q->bytes -= i->len;
+        q->head = q->tail = c;
+        q->bytes += len;
+        q->closed = true;
+        pthread_cond_signal(&q->can_send);
+        pthread_cond_broadcast(&q->can_queue);
+        pthread_mutex_unlock(&q->lock);
+        chunk_free_list(dropped);
+        return 0;
+}
+
 void queue_close(Queue *q)
 {
         pthread_mutex_lock(&q->lock);

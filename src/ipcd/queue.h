@@ -60,6 +60,13 @@ Chunk *queue_take_all(Queue *q);
 void queue_sent(Queue *q, size_t n);
 /* No more frames will be pushed; the sender drains and ends. */
 void queue_close(Queue *q);
+/*
+ * End the queue early: what is queued but not taken by the sender is
+ * dropped, `last` (a whole frame, taken over) goes out after what the
+ * sender is writing now, and the queue is closed. -EPIPE if already dead
+ * or closed (last freed).
+ */
+int queue_drop_and_close(Queue *q, char *last, size_t len);
 /* The connection is broken: drop what is queued, wake both threads. */
 void queue_kill(Queue *q);
 bool queue_is_dead(Queue *q);

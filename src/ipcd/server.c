@@ -514,6 +514,15 @@ static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since, uint64_t
                 return false;
         }
         n_clients = s->n_clients;
+        /* Dropped clients whose sender could not finish in time (it is
+         * stuck writing to a peer that does not read): cut them off. */
+        for (Client *c = s->clients; c; c = c->next) {
+                uint64_t d = atomic_load_explicit(&c->drop_deadline, memory_order_relaxed);
+                if (d != 0 && now >= d) {
+                        atomic_store(&c->drop_deadline, 0);
+                        client_abort(c);
+                }
+        }
         pthread_mutex_unlock(&s->lock);
 
         if (watchdog)
