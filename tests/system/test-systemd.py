@@ -8,8 +8,9 @@ container boots systemd as PID 1 with a private network; every check runs in
 it through nsenter, as an operator would type it: systemctl, ipcctl,
 journalctl, systemd-analyze.
 
-Needs root and systemd-nspawn (package systemd-container); skips (77)
-without them. Every wait polls a condition under a deadline; the container
+The container itself is tests/system/container.py (shared with the package
+suite). Needs root and systemd-nspawn (package systemd-container); skips
+(77) without them. Every wait polls a condition under a deadline; the container
 is powered off at the end and, failing that, killed by pid.
 
 Usage: test-systemd.py --build-root DIR --source-root DIR --prefix PREFIX
@@ -22,186 +23,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import ipcdtest  # noqa: E402
 from ipcdtest import SKIP, check, fail, wait_for  # noqa: E402
+from container import Container, log  # noqa: E402  (tests/system/container.py)
 
 SOCKET = "/run/ipcd/ipcd.sock"
 IPCCTL = "/usr/bin/ipcctl"    # ours, from the overlay; never one in /usr/local
 UNITDIR = "/usr/lib/systemd/system"
 USER_IN = "ipcdtest-in"       # a member of group ipcd
 USER_OUT = "ipcdtest-out"     # not a member
-BOOT_TIMEOUT = 120
 COLD_STARTS = 20
 RESTARTS = 3
-
-# Inside the container: a clean environment, nothing of the host's.
-CONTAINER_ENV = {
-    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-    "LANG": "C.UTF-8",
-    "TERM": "dumb",
-    "SYSTEMD_PAGER": "",
-    "SYSTEMD_COLORS": "0",
-}
-
-
-def log(msg):
-    print("# " + msg, flush=True)
-
-
-def _sigterm_when_parent_dies():
-    # If this script is SIGKILLed, nspawn gets SIGTERM, on which it powers the
-    # container off: no container outlives its test run.
-    import ctypes
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class Container:
-    """One systemd-nspawn container, owned by this process."""
-
-    def __init__(self, name, destdir, logpath):
-        self.name = name
-        self.destdir = destdir
-        self.logpath = logpath
-        self.proc = None
-        self.leader = None
-
-    def boot(self):
-        # Without a systemd on the host (a CI sandbox) there is no machined to
-        # register with and no manager to make a scope: keep our own cgroup.
-        host_systemd = os.path.isdir("/run/systemd/system")
-        argv = ["systemd-nspawn", "--quiet", "--volatile=yes", "--directory=/",
-                "--boot", "--private-network", "--machine=" + self.name,
-                "--overlay-ro=/usr:%s/usr:/usr" % self.destdir]
-        if not host_systemd:
-            argv += ["--register=no", "--keep-unit"]
-        argv += ["systemd.firstboot=off"]
-        log("boot: " + " ".join(argv))
-        self.logfile = open(self.logpath, "wb")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.logfile,
-                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=_sigterm_when_parent_dies)
-        self.leader = wait_for(self._find_leader, timeout=30, interval=0.05,
-                               what="the container's PID 1 to appear")
-        start = time.monotonic()
-        state = wait_for(self._booted, timeout=BOOT_TIMEOUT, interval=0.2,
-                         what="the container's systemd to finish booting")
-        log("container %s: leader pid %d, %s after %.1fs"
-            % (self.name, self.leader, state, time.monotonic() - start))
-        if state == "degraded":
-            log("failed units:\n" + self.run(["systemctl", "--failed", "--no-legend"]).stdout)
-        self.provision()
-
-    def provision(self):
-        """The volatile root has an empty /etc: copy in the host's configuration that
-        the tools we use need (PAM for user@.service, man-db for verify)."""
-        paths = [p for p in ("pam.d", "security", "manpath.config")
-                 if os.path.exists(os.path.join("/etc", p))]
-        if not paths:
-            return
-        tar = subprocess.run(["tar", "-C", "/etc", "-cf", "-"] + paths,
-                             capture_output=True, check=True).stdout
-        r = subprocess.run(["nsenter", "-t", str(self.leader), "-a", "--", "tar", "-C", "/etc",
-                            "-xf", "-"], input=tar, env=CONTAINER_ENV, capture_output=True)
-        check(r.returncode == 0, "copying %s into the container: %r" % (paths, r.stderr))
-
-    def _find_leader(self):
-        if self.proc.poll() is not None:
-            fail("systemd-nspawn exited with %d before the container booted:\n%s"
-                 % (self.proc.returncode, self.console()))
-        return self._child_systemd()
-
-    def _child_systemd(self):
-        # nspawn's child is the container's PID 1 (systemd).
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % pid) as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.proc.pid and "(systemd)" in stat:
-                return int(pid)
-        return None
-
-    def _booted(self):
-        if self.proc.poll() is not None:
-            fail("systemd-nspawn exited with %d during boot:\n%s"
-                 % (self.proc.returncode, self.console()))
-        r = self.run(["systemctl", "is-system-running"], timeout=10)
-        state = r.stdout.strip()
-        return state if state in ("running", "degraded") else None
-
-    def console(self, lines=60):
-        try:
-            with open(self.logpath, "rb") as f:
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def popen(self, argv, **kw):
-        return subprocess.Popen(["nsenter", "-t", str(self.leader), "-a", "--"] + argv,
-                                env=CONTAINER_ENV, **kw)
-
-    def run(self, argv, timeout=60, input=None):
-        """Run argv in the container; returns the CompletedProcess (text)."""
-        try:
-            return subprocess.run(["nsenter", "-t", str(self.leader), "-a", "--"] + argv,
-                                  env=CONTAINER_ENV, input=input, capture_output=True,
-                                  text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            fail("timed out after %ss: %s" % (timeout, " ".join(argv)))
-
-    def ok(self, argv, timeout=60, input=None):
-        """Run argv in the container; fail the test unless it exits 0."""
-        r = self.run(argv, timeout=timeout, input=input)
-        if r.returncode != 0:
-            fail("%s: exit %d\nstdout: %s\nstderr: %s"
-                 % (" ".join(argv), r.returncode, r.stdout, r.stderr))
-        return r.stdout
-
-    def python(self, code, *args, timeout=120):
-        """Run a Python snippet in the container; returns its JSON output."""
-        out = self.ok(["/usr/bin/python3", "-c", code] + [str(a) for a in args],
-                      timeout=timeout)
-        return json.loads(out.strip().splitlines()[-1])
-
-    def shutdown(self):
-        """Power the container off and wait for nspawn; kill it if that fails."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None and self.leader:
-            try:
-                subprocess.run(["nsenter", "-t", str(self.leader), "-a", "--",
-                                "systemctl", "--no-block", "poweroff"],
-                               env=CONTAINER_ENV, capture_output=True, timeout=30)
-                self.proc.wait(60)
-                log("container %s powered off, nspawn exit %d"
-                    % (self.name, self.proc.returncode))
-            except subprocess.TimeoutExpired:
-                log("container %s did not power off within 60s, killing it" % self.name)
-        self.kill()
-        self.logfile.close()
-
-    def kill(self):
-        """SIGKILL the container's PID 1 (which takes its pid namespace with it), then nspawn."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        leader = self.leader or self._child_systemd()
-        for pid in (leader, self.proc.pid):
-            if pid:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        self.proc.wait(30)
-
 
 C = None  # the booted Container
 
@@ -1111,7 +945,8 @@ def main():
 
     destdir = install_tree(opts["build-root"], opts["source-root"], opts["prefix"])
     name = "ipcd-test-%d" % os.getpid()
-    C = Container(name, destdir, os.path.join(os.path.dirname(destdir), "console.log"))
+    C = Container(name, os.path.join(os.path.dirname(destdir), "console.log"),
+                  ["--overlay-ro=/usr:%s/usr:/usr" % destdir])
     status = 1
     try:
         try:
