@@ -225,7 +225,8 @@ static int set_role(Loader *l, const char *key, const char *value, Role *ret)
 /* Read a secret: the whole file, one trailing newline dropped. */
 static void token_read_secret(Loader *l, Token *t, const char *path)
 {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        /* O_NONBLOCK: a FIFO named here must not hang a load or reload. */
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         char buf[4097];
         struct stat st;
         size_t n = 0;
