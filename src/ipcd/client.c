@@ -237,13 +237,24 @@ int client_flush(Client *c)
 {
         char *data;
         size_t len;
+        ssize_t n;
 
         if (c->out.len == 0)
                 return 0;
         data = c->out.data;
         len = c->out.len;
         c->out = BUFFER_INIT;
-        return queue_push(&c->queue, data, len);
+        n = queue_write_or_push(&c->queue, c->fd, data, len);
+        if (n > 0)
+                atomic_fetch_add_explicit(&c->server->stats.bytes_out, (uint64_t)n,
+                                          memory_order_relaxed);
+        else if (n < 0 && n != -EPIPE) {
+                if (n != -ECONNRESET)
+                        log_client(LOG_DEBUG, c, "write failed: %s", strerror((int)-n));
+                client_abort(c);
+                return -EPIPE;
+        }
+        return n < 0 ? (int)n : 0;
 }
 
 static void reader_too_long(Client *c)
@@ -440,6 +451,7 @@ void *client_sender_thread(void *userdata)
                         queue_sent(&c->queue, (size_t)k);
                 }
                 chunk_free_list(list);
+                queue_sender_done(&c->queue);
         }
 
         if (error) {

@@ -3,6 +3,8 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "queue.h"
@@ -59,6 +61,7 @@ void queue_done(Queue *q)
 static int queue_push_internal(Queue *q, char *data, size_t len, bool bounded)
 {
         Chunk *c = malloc(sizeof(*c));
+        bool wake;
 
         if (!c) {
                 free(data);
@@ -83,10 +86,77 @@ static int queue_push_internal(Queue *q, char *data, size_t len, bool bounded)
                 q->head = c;
         q->tail = c;
         q->bytes += len;
-        /* One wake-up per batch; glibc skips the futex call when nobody waits. */
-        pthread_cond_signal(&q->can_send);
+        wake = q->sender_waiting && !q->busy;
         pthread_mutex_unlock(&q->lock);
+        /* Signalled after unlocking, so that the woken sender does not
+         * run only to block on the lock we still hold. */
+        if (wake)
+                pthread_cond_signal(&q->can_send);
         return 0;
+}
+
+ssize_t queue_write_or_push(Queue *q, int fd, char *data, size_t len)
+{
+        Chunk *c;
+        ssize_t n;
+        bool wake;
+        int err;
+
+        pthread_mutex_lock(&q->lock);
+        if (q->dead) {
+                pthread_mutex_unlock(&q->lock);
+                free(data);
+                return -EPIPE;
+        }
+        if (q->head || q->busy || q->closed) {
+                pthread_mutex_unlock(&q->lock);
+                return queue_push_internal(q, data, len, false);
+        }
+        q->busy = true;
+        pthread_mutex_unlock(&q->lock);
+
+        n = send(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        err = n < 0 ? errno : 0;
+
+        pthread_mutex_lock(&q->lock);
+        q->busy = false;
+        if (n == (ssize_t)len || q->dead) {
+                bool dead = q->dead;
+
+                wake = q->head && q->sender_waiting; /* events queued meanwhile */
+                pthread_mutex_unlock(&q->lock);
+                free(data);
+                if (wake)
+                        pthread_cond_signal(&q->can_send);
+                return dead && n != (ssize_t)len ? -EPIPE : n;
+        }
+        if (n < 0 && err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+                pthread_mutex_unlock(&q->lock);
+                free(data);
+                return -err;
+        }
+        if (n < 0)
+                n = 0;
+
+        /* The rest of a frame the socket took in part goes first, before
+         * anything queued meanwhile (even after a close): never a torn frame. */
+        c = malloc(sizeof(*c));
+        if (!c) {
+                pthread_mutex_unlock(&q->lock);
+                free(data);
+                return -ENOMEM;
+        }
+        memmove(data, data + n, len - (size_t)n);
+        *c = (Chunk){.data = data, .len = len - (size_t)n, .next = q->head};
+        q->head = c;
+        if (!q->tail)
+                q->tail = c;
+        q->bytes += c->len;
+        wake = q->sender_waiting;
+        pthread_mutex_unlock(&q->lock);
+        if (wake)
+                pthread_cond_signal(&q->can_send);
+        return n;
 }
 
 int queue_push(Queue *q, char *data, size_t len)
@@ -138,16 +208,27 @@ Chunk *queue_take_all(Queue *q)
         Chunk *c;
 
         pthread_mutex_lock(&q->lock);
-        while (!q->head && !q->closed && !q->dead)
+        while (!q->dead && (q->busy || (!q->head && !q->closed))) {
+                q->sender_waiting = true;
                 pthread_cond_wait(&q->can_send, &q->lock);
-        if (q->dead) {
+                q->sender_waiting = false;
+        }
+        if (q->dead || !q->head) {
                 pthread_mutex_unlock(&q->lock);
                 return NULL;
         }
         c = q->head;
         q->head = q->tail = NULL;
+        q->busy = true;
         pthread_mutex_unlock(&q->lock);
         return c;
+}
+
+void queue_sender_done(Queue *q)
+{
+        pthread_mutex_lock(&q->lock);
+        q->busy = false;
+        pthread_mutex_unlock(&q->lock);
 }
 
 void queue_sent(Queue *q, size_t n)

@@ -2,9 +2,15 @@
  * queue.h - a client's bounded output queue: frames waiting for the
  * sender thread.
  *
- * Producers (the client's reader thread; later, publishers) append whole
- * batches of frames as Chunks; the client's sender thread takes everything
- * queued at once and writes it with writev(). `lock` guards every field;
+ * Producers (the client's reader thread, publishers) append whole batches
+ * of frames as Chunks; the client's sender thread takes everything queued
+ * at once and writes it with writev(). When nothing is queued and nobody
+ * is writing, the reader writes its batch itself without blocking
+ * (queue_write_or_push): no hand-off, no wake-up, no second context
+ * switch on the common path; what the socket does not take at once goes
+ * to the head of the queue for the sender. `busy` makes sure only one
+ * thread writes to the socket at a time, so frames never interleave.
+ * `lock` guards every field;
  * it is a leaf lock: nothing else is taken while it is held (the registry
  * lock may be held around it, never the other way round).
  *
@@ -17,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 typedef struct Chunk {
         struct Chunk *next;
@@ -31,8 +38,10 @@ typedef struct Queue {
         Chunk *head, *tail;
         size_t bytes;
         size_t limit;
-        bool closed; /* no more frames will come; the sender ends when empty */
-        bool dead;   /* the connection is broken: everything is dropped */
+        bool closed;         /* no more frames will come; the sender ends when empty */
+        bool dead;           /* the connection is broken: everything is dropped */
+        bool busy;           /* a thread is writing to the socket (sender or reader) */
+        bool sender_waiting; /* the sender sleeps on can_send */
 } Queue;
 
 int queue_init(Queue *q, size_t limit);
@@ -40,6 +49,14 @@ void queue_done(Queue *q);
 
 /* Take ownership of `data` and queue it; -EPIPE (data freed) if dead. */
 int queue_push(Queue *q, char *data, size_t len);
+/*
+ * The reader's flush: write `data` to `fd` at once if nothing is queued
+ * and nobody is writing (never blocking), queueing what the socket did not
+ * take; otherwise queue it all. Takes ownership of `data`. Returns the
+ * bytes written directly (>= 0), -EPIPE if the queue is dead, or -errno
+ * of a failed write (the caller aborts the connection).
+ */
+ssize_t queue_write_or_push(Queue *q, int fd, char *data, size_t len);
 /*
  * Queue an event: never blocks, and fails with -ENOBUFS (data freed) when
  * it would take the queue past its limit: the subscriber is too slow.
@@ -58,6 +75,8 @@ void queue_set_limit(Queue *q, size_t limit);
 Chunk *queue_take_all(Queue *q);
 /* The sender has written n bytes that it took. */
 void queue_sent(Queue *q, size_t n);
+/* The sender has written (or dropped) everything it took. */
+void queue_sender_done(Queue *q);
 /* No more frames will be pushed; the sender drains and ends. */
 void queue_close(Queue *q);
 /*
