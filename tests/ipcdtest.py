@@ -4,6 +4,7 @@ Every daemon a test starts is owned by a Daemon object and killed by pid
 when the test ends; every wait is for a condition, bounded by a deadline.
 """
 import atexit
+import contextlib
 import os
 import select
 import shutil
@@ -532,6 +533,38 @@ def _on_sigterm(signum, frame):
     print("killed by signal %d" % signum, flush=True)
     os._exit(1)
 
+
+
+def write_file(path, text, mode=0o644):
+    """Replace a file atomically (a reload never sees half of it)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.rename(tmp, path)
+
+
+@contextlib.contextmanager
+def configured(conf, *args, files=None, open_socket=False, **kw):
+    """A directory holding ipcd.conf (@DIR@ replaced by the directory) and
+    `files` ({name: (text, mode)}), and an ipcd started with --config on it.
+    With open_socket, the Unix socket is made connectable by every user (for
+    clients running as another uid)."""
+    cdir = tempfile.mkdtemp(prefix="ipcd-conf-")
+    os.chmod(cdir, 0o755)
+    try:
+        for name, (text, mode) in (files or {}).items():
+            write_file(os.path.join(cdir, name), text.replace("@DIR@", cdir), mode)
+        path = os.path.join(cdir, "ipcd.conf")
+        write_file(path, conf.replace("@DIR@", cdir))
+        with Daemon("--config", path, *args, **kw) as d:
+            d.conf = path
+            d.confdir = cdir
+            if open_socket and d.unix:
+                os.chmod(d.path, 0o666)
+            yield d
+    finally:
+        shutil.rmtree(cdir, ignore_errors=True)
 
 def run_tests(tests):
     """Run each test function; print a summary line meson and CI can read.

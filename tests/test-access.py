@@ -32,30 +32,9 @@ USER_BUILTINS = GUEST_BUILTINS | {"subscribe", "unsubscribe", "publish", "stats"
 ADMIN_BUILTINS = USER_BUILTINS | {"clients", "reload"}
 
 
-@contextlib.contextmanager
-def configured(conf, *args, files=None, **kw):
-    """A directory holding ipcd.conf (@DIR@ replaced by the directory) and
-    `files` ({name: (text, mode)}), and an ipcd started with --config on it."""
-    cdir = tempfile.mkdtemp(prefix="ipcd-conf-")
-    os.chmod(cdir, 0o755)
-    try:
-        for name, (text, mode) in (files or {}).items():
-            p = os.path.join(cdir, name)
-            with open(p, "w") as f:
-                f.write(text.replace("@DIR@", cdir))
-            os.chmod(p, mode)
-        path = os.path.join(cdir, "ipcd.conf")
-        with open(path, "w") as f:
-            f.write(conf.replace("@DIR@", cdir))
-        with Daemon("--config", path, *args, **kw) as d:
-            d.conf = path
-            d.confdir = cdir
-            # clients running as nobody must be able to connect
-            if d.unix:
-                os.chmod(d.path, 0o666)
-            yield d
-    finally:
-        shutil.rmtree(cdir, ignore_errors=True)
+def configured(conf, *args, **kw):
+    """ipcdtest.configured with a socket other uids can connect to."""
+    return ipcdtest.configured(conf, *args, open_socket=True, **kw)
 
 
 def check_config(conf_path, env=None):

@@ -85,32 +85,10 @@ GATE = ("[Command gate]\nExec=/bin/sh -c 'echo started; while [ ! -e @DIR@/go ];
         " echo done'\nRole=user\nTimeoutSec=30\n")
 
 
-@contextlib.contextmanager
-def configured(conf, *args, files=None, **kw):
-    """A directory holding ipcd.conf (@DIR@ replaced by the directory) and
-    `files` ({name: (text, mode)}), and an ipcd started with --config on it."""
-    cdir = tempfile.mkdtemp(prefix="ipcd-conf-")
-    os.chmod(cdir, 0o755)
-    try:
-        for name, (text, mode) in (files or {}).items():
-            write(os.path.join(cdir, name), text.replace("@DIR@", cdir), mode)
-        path = os.path.join(cdir, "ipcd.conf")
-        write(path, conf.replace("@DIR@", cdir))
-        with Daemon("--config", path, *args, **kw) as d:
-            d.conf = path
-            d.confdir = cdir
-            yield d
-    finally:
-        shutil.rmtree(cdir, ignore_errors=True)
+configured = ipcdtest.configured
 
 
-def write(path, text, mode=0o644):
-    """Replace a file atomically (a reload never sees half of it)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.rename(tmp, path)
+write = ipcdtest.write_file
 
 
 def run(conn, line):

@@ -19,27 +19,7 @@ import ipcdtest
 from ipcdtest import Conn, Daemon, check, fail, frame, wait_for
 
 
-@contextlib.contextmanager
-def configured(conf, *args, files=None, **kw):
-    """A directory holding ipcd.conf (@DIR@ replaced by the directory) and
-    `files` ({name: (text, mode)}), and an ipcd started with --config on it."""
-    cdir = tempfile.mkdtemp(prefix="ipcd-conf-")
-    os.chmod(cdir, 0o755)
-    try:
-        for name, (text, mode) in (files or {}).items():
-            p = os.path.join(cdir, name)
-            with open(p, "w") as f:
-                f.write(text.replace("@DIR@", cdir))
-            os.chmod(p, mode)
-        path = os.path.join(cdir, "ipcd.conf")
-        with open(path, "w") as f:
-            f.write(conf.replace("@DIR@", cdir))
-        with Daemon("--config", path, *args, **kw) as d:
-            d.conf = path
-            d.confdir = cdir
-            yield d
-    finally:
-        shutil.rmtree(cdir, ignore_errors=True)
+configured = ipcdtest.configured
 
 
 def ok(conn, line, want=None):
