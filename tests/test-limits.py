@@ -68,8 +68,9 @@ class Limited:
 
 
 def test_thread_exhaustion_refuses_one_client_at_a_time():
-    # main thread + 2 per client: 11 tasks leave room for 5 clients, if no
-    # other process runs as nobody (then the count is only lower).
+    # main thread + 1 per client (its reader; the sender starts only when
+    # something must wait for the socket): 11 tasks leave room for 10
+    # clients, if no other process runs as nobody (then only fewer).
     d = Limited("--nproc=11")
     try:
         conns, served, busy = [], 0, 0
@@ -89,8 +90,8 @@ def test_thread_exhaustion_refuses_one_client_at_a_time():
                 wait_for(c.at_eof, what="refused client to be closed")
                 busy += 1
                 c.close()
-        check(1 <= served <= 5, "served %d clients under a 5-client thread budget" % served)
-        check(busy == 12 - served, "every other client is refused with ERR busy")
+        check(1 <= served <= 10, "served %d clients under a 10-client thread budget" % served)
+        check(busy == 12 - served and busy >= 2, "every other client is refused with ERR busy")
         # The clients already served are unaffected.
         for c in conns:
             check(c.request("echo still here").payload == b"still here", "old client broken")

@@ -245,6 +245,8 @@ int client_flush(Client *c)
         len = c->out.len;
         c->out = BUFFER_INIT;
         n = queue_write_or_push(&c->queue, c->fd, data, len);
+        if (n >= 0 && (size_t)n < len && client_start_sender(c) < 0)
+                return -EPIPE; /* what is left has to wait: it needs the sender */
         if (n > 0)
                 atomic_fetch_add_explicit(&c->server->stats.bytes_out, (uint64_t)n,
                                           memory_order_relaxed);
@@ -255,6 +257,37 @@ int client_flush(Client *c)
                 return -EPIPE;
         }
         return n < 0 ? (int)n : 0;
+}
+
+int client_start_sender(Client *c)
+{
+        Server *s = c->server;
+        sigset_t all, old;
+        pthread_t t;
+        int r;
+
+        if (c->sender_started)
+                return 0;
+        pthread_mutex_lock(&s->lock);
+        c->n_threads++; /* the reader still runs: the client stays registered */
+        pthread_mutex_unlock(&s->lock);
+
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        r = pthread_create(&t, &s->thread_attr, client_sender_thread, client_ref(c));
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r) {
+                client_unref(c);
+                pthread_mutex_lock(&s->lock);
+                c->n_threads--;
+                pthread_mutex_unlock(&s->lock);
+                log_client(LOG_WARNING, c, "cannot start a sender thread (%s), closing connection",
+                           strerror(r));
+                client_abort(c);
+                return -r;
+        }
+        c->sender_started = true;
+        return 0;
 }
 
 static void reader_too_long(Client *c)
@@ -392,6 +425,14 @@ void *client_reader_thread(void *userdata)
         (void)client_flush(c);
         queue_close(&c->queue);
         buffer_done(&c->in);
+        if (!c->sender_started) {
+                /* Everything went out inline: the end of the answers is ours
+                 * to signal, as the sender would have. */
+                if (queue_bytes(&c->queue) > 0)
+                        (void)client_start_sender(c);
+                else
+                        (void)shutdown(c->fd, queue_is_dead(&c->queue) ? SHUT_RDWR : SHUT_WR);
+        }
         if (c->closing)
                 reader_linger(c);
 

@@ -68,8 +68,9 @@ typedef struct Client {
         Buffer out;
         Buffer scratch;
         ProtoRequest req;
-        bool closing;   /* quit or too-long: answer, then stop reading */
-        Config *config; /* referenced; refreshed between batches after a reload */
+        bool closing;        /* quit or too-long: answer, then stop reading */
+        bool sender_started; /* the reader starts the sender on first need */
+        Config *config;      /* referenced; refreshed between batches after a reload */
         uint64_t config_generation;
         Role auth_role; /* raised by auth */
         unsigned auth_failures;
@@ -96,6 +97,14 @@ void *client_sender_thread(void *userdata);
 
 /* Reader thread: queue what c->out holds now, as one batch. */
 int client_flush(Client *c);
+/*
+ * Reader thread: make sure the sender thread runs. It is started only when
+ * something has to wait for the socket (an answer it did not take at
+ * once) or events may come (subscribe): a client that only ever gets
+ * answers its socket takes at once costs one thread, not two. Takes the
+ * registry lock: never call it with that lock held.
+ */
+int client_start_sender(Client *c);
 /* Reader thread: use the server's current configuration if it changed. */
 void client_refresh_config(Client *c);
 /* The role a client's identity gives it under `config` (without auth). */

@@ -69,6 +69,12 @@ int events_subscribe(Client *c, const ProtoRequest *req)
                                    ? -ENOMEM
                                    : 1;
 
+        /* Events will come: they need the sender thread. */
+        if (client_start_sender(c) < 0)
+                return proto_append_err(&c->out, "failed", "cannot start a sender thread") < 0
+                           ? -ENOMEM
+                           : 1;
+
         pthread_mutex_lock(&s->lock);
         /* All or nothing: count what is new (duplicates in the request too). */
         for (size_t i = 1; i < req->n_args; i++) {
@@ -115,7 +121,6 @@ int events_unsubscribe(Client *c, const ProtoRequest *req)
 {
         Server *s = c->server;
         size_t n;
-        int r;
 
         pthread_mutex_lock(&s->lock);
         for (size_t i = 0; i < c->n_topics;) {
@@ -131,11 +136,13 @@ int events_unsubscribe(Client *c, const ProtoRequest *req)
                         i++;
         }
         n = c->n_topics;
+        pthread_mutex_unlock(&s->lock);
+        /* No event can follow this answer, so it need not be queued under
+         * the lock (and must not: a flush may start the sender, which takes
+         * the lock). */
         if (n == 0)
                 client_set_idle_timeout(c, c->config->client_idle_timeout_sec);
-        r = reply_count_locked(c, n);
-        pthread_mutex_unlock(&s->lock);
-        return r;
+        return reply_count(c, n);
 }
 
 int events_publish(Client *c, const ProtoRequest *req)

@@ -323,7 +323,7 @@ static void server_add_client(Server *s, Listener *l, int fd, const Address *a)
                 s->clients->prev = c;
         s->clients = c;
         s->n_clients++;
-        c->n_threads = 2;
+        c->n_threads = 1; /* the reader; it starts the sender when needed */
         pthread_mutex_unlock(&s->lock);
         atomic_fetch_add_explicit(&s->stats.clients_total, 1, memory_order_relaxed);
 
@@ -333,12 +333,12 @@ static void server_add_client(Server *s, Listener *l, int fd, const Address *a)
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
 
-        r = pthread_create(&t, &s->thread_attr, client_sender_thread, client_ref(c));
+        r = pthread_create(&t, &s->thread_attr, client_reader_thread, client_ref(c));
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (r) {
-                client_unref(c); /* the sender's reference */
-                pthread_sigmask(SIG_SETMASK, &old, NULL);
+                client_unref(c); /* the reader's reference */
                 log_warning_errno(
-                    r, "Failed to start a sender thread, refusing client %" PRIu64 ": %m", c->id);
+                    r, "Failed to start a reader thread, refusing client %" PRIu64 ": %m", c->id);
                 (void)proto_append_err(&c->out, "busy", "server out of threads");
                 (void)send(c->fd, c->out.data, c->out.len, MSG_DONTWAIT | MSG_NOSIGNAL);
                 atomic_fetch_add_explicit(&s->stats.clients_refused, 1, memory_order_relaxed);
@@ -346,26 +346,6 @@ static void server_add_client(Server *s, Listener *l, int fd, const Address *a)
                 c->n_threads = 0;
                 registry_remove_locked(s, c);
                 pthread_mutex_unlock(&s->lock);
-                client_unref(c);
-                return;
-        }
-
-        r = pthread_create(&t, &s->thread_attr, client_reader_thread, client_ref(c));
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (r) {
-                Buffer b = BUFFER_INIT;
-
-                client_unref(c); /* the reader's reference */
-                log_warning_errno(
-                    r, "Failed to start a reader thread, refusing client %" PRIu64 ": %m", c->id);
-                atomic_fetch_add_explicit(&s->stats.clients_refused, 1, memory_order_relaxed);
-                /* The sender is running: let it deliver the refusal. */
-                if (proto_append_err(&b, "busy", "server out of threads") >= 0)
-                        (void)queue_push(&c->queue, b.data, b.len);
-                else
-                        buffer_done(&b);
-                queue_close(&c->queue);
-                server_client_thread_done(s, c);
         }
         client_unref(c);
 }
