@@ -1,5 +1,6 @@
 /*
- * client.h - one connected client and its two threads.
+ * client.h - one connected client, its reader thread and, once needed, its
+ * sender thread.
  *
  * Ownership: a Client is reference counted. Each of its running threads
  * holds one reference, and so does anyone who works on it outside the
@@ -8,11 +9,15 @@
  * (n_threads > 0, under the registry lock), so a Client found in the
  * registry under that lock always has an open fd.
  *
- * Threads: the reader thread alone reads the socket, parses, runs commands
- * and owns `in`, `out`, `req` and `scratch`; the sender thread alone writes
- * to the socket. They meet only in `queue` (its own lock). Other threads
- * (the main loop, `clients` and `stats` from other readers) touch only the
- * immutable identity fields, the atomics and the queue.
+ * Threads: the reader thread alone reads the socket, parses, runs commands,
+ * owns `in`, `out`, `req`, `scratch`, `config` and `sender_started`, and
+ * starts the sender (client_start_sender) the first time something must
+ * wait for the socket or the client subscribes. Both write to the socket,
+ * but never at once: the queue's `busy` flag, under its lock, gives the
+ * socket to one writer at a time (queue.h). Other threads (the main loop,
+ * `clients`, `stats` and publishers from other readers) touch only the
+ * immutable identity fields, the atomics, `topics` under the registry lock,
+ * and the queue.
  */
 #pragma once
 

@@ -159,11 +159,6 @@ ssize_t queue_write_or_push(Queue *q, int fd, char *data, size_t len)
         return n;
 }
 
-int queue_push(Queue *q, char *data, size_t len)
-{
-        return queue_push_internal(q, data, len, false);
-}
-
 int queue_push_bounded(Queue *q, char *data, size_t len)
 {
         return queue_push_internal(q, data, len, true);

@@ -47,8 +47,6 @@ typedef struct Queue {
 int queue_init(Queue *q, size_t limit);
 void queue_done(Queue *q);
 
-/* Take ownership of `data` and queue it; -EPIPE (data freed) if dead. */
-int queue_push(Queue *q, char *data, size_t len);
 /*
  * The reader's flush: write `data` to `fd` at once if nothing is queued
  * and nobody is writing (never blocking), queueing what the socket did not

@@ -24,7 +24,7 @@
 #include "log.h"
 #include "server.h"
 
-/* Thread stacks: small, since a client costs two threads. Sanitizers need
+/* Thread stacks: small, since a client costs one or two threads. Sanitizers need
  * far more stack for their bookkeeping. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define CLIENT_STACK_SIZE (1024 * 1024)
@@ -95,16 +95,6 @@ int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
         if (!r)
                 r = pthread_attr_setdetachstate(&s->thread_attr, PTHREAD_CREATE_DETACHED);
         return -r;
-}
-
-Config *server_get_config(Server *s)
-{
-        Config *c;
-
-        pthread_mutex_lock(&s->lock);
-        c = config_ref(s->config);
-        pthread_mutex_unlock(&s->lock);
-        return c;
 }
 
 void server_done(Server *s)

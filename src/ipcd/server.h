@@ -69,8 +69,6 @@ typedef struct Server {
 /* Takes over the reference to `config`. */
 int server_init(Server *s, Config *config, const ConfigOverrides *overrides);
 
-/* The current configuration, referenced: for threads other than main. */
-Config *server_get_config(Server *s);
 void server_done(Server *s);
 
 /* Listeners: from systemd when LISTEN_FDS is set, else bind `specs`. */
