@@ -46,6 +46,62 @@ def own(proc):
     return proc
 
 
+def traversable_by_others(path):
+    """True if a user other than the owner can reach `path` (every directory
+    on the way searchable by others) and, for a file, read and run it."""
+    path = os.path.realpath(path)
+    d = path if os.path.isdir(path) else os.path.dirname(path)
+    while True:
+        if not os.stat(d).st_mode & 0o001:
+            return False
+        if d == "/":
+            break
+        d = os.path.dirname(d)
+    return os.path.isdir(path) or os.stat(path).st_mode & 0o005 == 0o005
+
+
+_public_dirs = []
+
+
+def public_tmpdir(prefix="ipcd-test-"):
+    """A fresh directory (0755) that other uids can reach: under $TMPDIR when
+    that is reachable, else under /tmp, /var/tmp or /dev/shm. The suite may run
+    from a clone under /root (0700) or with a private TMPDIR; tests that run
+    something as another user put it here. Removed when the test process ends."""
+    for base in (tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK) \
+                and traversable_by_others(base):
+            d = tempfile.mkdtemp(prefix=prefix, dir=base)
+            os.chmod(d, 0o755)
+            _public_dirs.append(d)
+            return d
+    fail("no temporary directory that other users can reach (tried $TMPDIR, /tmp, "
+         "/var/tmp, /dev/shm)")
+
+
+_public_copies = {}
+
+
+def for_other_users(path):
+    """`path` itself if other uids can run it there, else a copy of it in a
+    public_tmpdir() (made once per process)."""
+    if traversable_by_others(path):
+        return path
+    if path not in _public_copies:
+        d = public_tmpdir("ipcd-bin-")
+        dst = os.path.join(d, os.path.basename(path))
+        shutil.copy2(path, dst)
+        os.chmod(dst, 0o755)
+        _public_copies[path] = dst
+    return _public_copies[path]
+
+
+@atexit.register
+def _remove_public_dirs():
+    for d in _public_dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def fail(msg):
     print("FAIL: " + msg, file=sys.stderr)
     sys.exit(1)
@@ -353,6 +409,29 @@ def sanitizer_report(log):
     return None
 
 
+def sanitizer_env_into(directory, env=None):
+    """The environment with every *SAN_OPTIONS log_path= pointed into
+    `directory`: for a process running as another user, which cannot write
+    the build tree's report directory. Check it with sanitizer_reports_in()."""
+    e = dict(os.environ if env is None else env)
+    for var, name in (("ASAN_OPTIONS", "asan"), ("UBSAN_OPTIONS", "ubsan"),
+                      ("TSAN_OPTIONS", "tsan")):
+        if "log_path=" in e.get(var, ""):
+            opts = [o for o in e[var].split(":") if not o.startswith("log_path=")]
+            e[var] = ":".join(["log_path=" + os.path.join(directory, name)] + opts)
+    return e
+
+
+def sanitizer_reports_in(directory):
+    """The text of the sanitizer reports written into `directory`, or ""."""
+    out = ""
+    for f in sorted(os.listdir(directory)):
+        if f.split(".")[0] in ("asan", "ubsan", "tsan"):
+            with open(os.path.join(directory, f), errors="replace") as fh:
+                out += "=== %s\n%s" % (f, fh.read())
+    return out
+
+
 def spec_to_address(spec):
     """A --listen spec as a Conn address: "unix:P" -> P, "tcp:H:P" -> (H, P)."""
     if spec.startswith("unix:"):
@@ -388,8 +467,7 @@ class Daemon:
 
     def __init__(self, *args, tcp=False, env=None, extra_listen=(), unix=True, path=None,
                  notify=False, wait=True, preexec_fn=None):
-        self.dir = tempfile.mkdtemp(prefix="ipcd-test-")
-        os.chmod(self.dir, 0o755)
+        self.dir = public_tmpdir("ipcd-test-")  # clients may run as other uids
         self.path = path or os.path.join(self.dir, "ipcd.sock")
         self.port = None
         self.notify = Notify(self.dir) if notify else None
@@ -550,8 +628,7 @@ def configured(conf, *args, files=None, open_socket=False, **kw):
     `files` ({name: (text, mode)}), and an ipcd started with --config on it.
     With open_socket, the Unix socket is made connectable by every user (for
     clients running as another uid)."""
-    cdir = tempfile.mkdtemp(prefix="ipcd-conf-")
-    os.chmod(cdir, 0o755)
+    cdir = public_tmpdir("ipcd-conf-")
     try:
         for name, (text, mode) in (files or {}).items():
             write_file(os.path.join(cdir, name), text.replace("@DIR@", cdir), mode)

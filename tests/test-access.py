@@ -103,7 +103,7 @@ def as_nobody(path, *requests, groups=()):
     argv = ["setpriv", "--reuid=nobody", "--regid=nogroup"]
     argv += ["--groups=" + ",".join(str(g) for g in groups)] if groups else ["--clear-groups"]
     argv += [sys.executable, "-c", PEER_CLIENT, path] + list(requests)
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd="/")
     check(r.returncode == 0, "client as nobody: exit %d: %s" % (r.returncode, r.stderr))
     out = json.loads(r.stdout)
     check(out["uid"] == NOBODY_UID and out["groups"] == sorted(groups),

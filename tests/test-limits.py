@@ -11,7 +11,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 
 import ipcdtest
@@ -32,13 +31,16 @@ class Limited:
 
     def __init__(self, *limits):
         unprivileged()
-        self.dir = tempfile.mkdtemp(prefix="ipcd-limits-")
+        # nobody must reach both the binary and the socket's directory,
+        # wherever the tree is (a clone under /root is 0700)
+        self.dir = ipcdtest.public_tmpdir("ipcd-limits-")
         os.chmod(self.dir, 0o777)
         self.path = os.path.join(self.dir, "ipcd.sock")
         self.err = open(os.path.join(self.dir, "stderr"), "wb")
         argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                "prlimit"] + list(limits) + ["--", ipcdtest.IPCD, "--listen", "unix:" + self.path]
-        self.proc = subprocess.Popen(argv, stderr=self.err, stdin=subprocess.DEVNULL)
+                "prlimit"] + list(limits) + ["--", ipcdtest.for_other_users(ipcdtest.IPCD), "--listen", "unix:" + self.path]
+        self.proc = subprocess.Popen(argv, stderr=self.err, stdin=subprocess.DEVNULL, cwd="/",
+                                     env=ipcdtest.sanitizer_env_into(self.dir))
         wait_for(self._up, what="ipcd as nobody to listen")
 
     def _up(self):
@@ -64,7 +66,9 @@ class Limited:
                 self.proc.kill()
                 self.proc.wait()
         self.err.close()
+        reports = ipcdtest.sanitizer_reports_in(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
+        check(not reports, "ipcd as nobody reported:\n" + reports)
 
 
 def test_thread_exhaustion_refuses_one_client_at_a_time():

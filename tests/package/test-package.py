@@ -87,7 +87,13 @@ def copy_source(src, dst):
 
 
 def build_env():
-    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": os.environ.get("HOME", "/root"),
+    # dpkg-buildpackage wants a HOME; CI may have none set, or one that does
+    # not exist: give it one of its own, under the work directory.
+    home = os.environ.get("HOME", "")
+    if not home or not os.path.isdir(home):
+        home = os.path.join(S["work"], "home")
+        os.makedirs(home, exist_ok=True)
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": home,
             "LC_ALL": "C.UTF-8", "DEB_BUILD_OPTIONS": "nocheck parallel=%d" % (os.cpu_count() or 1)}
 
 

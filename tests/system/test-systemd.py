@@ -882,8 +882,10 @@ def install_tree(build_root, source_root, prefix):
         if not os.path.exists(os.path.join(build, "build.ninja")):
             sh(["meson", "setup", "--prefix=/usr", build, source_root])
         sh(["meson", "compile", "-C", build])
-    destdir = os.path.join(work, "destdir")
-    shutil.rmtree(destdir, ignore_errors=True)
+    # The container's users (the ipcd user, a user manager) run these files:
+    # stage them where other uids can reach, not in the build tree, which
+    # may sit in a private directory (a clone under /root is 0700).
+    destdir = os.path.join(ipcdtest.public_tmpdir("ipcd-system-"), "destdir")
     sh(["meson", "install", "-C", build, "--no-rebuild", "--destdir", destdir])
     # pkg-config names /lib/systemd/system on Debian 12; /lib is usr/lib in
     # the container (merged /usr), and only /usr is overlaid.
@@ -945,7 +947,8 @@ def main():
 
     destdir = install_tree(opts["build-root"], opts["source-root"], opts["prefix"])
     name = "ipcd-test-%d" % os.getpid()
-    C = Container(name, os.path.join(os.path.dirname(destdir), "console.log"),
+    os.makedirs(os.path.join(opts["build-root"], "tests", "system"), exist_ok=True)
+    C = Container(name, os.path.join(opts["build-root"], "tests", "system", "console.log"),
                   ["--overlay-ro=/usr:%s/usr:/usr" % destdir])
     status = 1
     try:
