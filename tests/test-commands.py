@@ -498,7 +498,7 @@ SecretFile=@DIR@/tok-b
 Role=user
 """
 BROKEN_AT_3 = "[Command new-cmd]\nExec=/bin/echo new\nArguments=lots\nRole=user\n"
-RELOAD_FILES = {"tok-a": ("token-aaa\n", 0o600), "tok-b": ("token-bbb\n", 0o600)}
+RELOAD_FILES = {"tok-a": ("token-aaa-0123456789\n", 0o600), "tok-b": ("token-bbb-0123456789\n", 0o600)}
 
 
 def try_auth(d, token):
@@ -537,11 +537,11 @@ def test_reload_swaps_commands_and_tokens():
         check(run_ok(busy, "new-cmd") == b"new\n", "and can run the new command")
         busy.close()
 
-        f = try_auth(d, "token-bbb")
+        f = try_auth(d, "token-bbb-0123456789")
         check(f.payload == b"role: user\n", "the new token: %r" % f)
-        f = early_tcp.request("auth token-bbb")
+        f = early_tcp.request("auth token-bbb-0123456789")
         check(f.payload == b"role: user\n", "a connection from before the reload: %r" % f)
-        f = try_auth(d, "token-aaa")
+        f = try_auth(d, "token-aaa-0123456789")
         check((f.kind, f.word) == ("ERR", "denied"), "the old token still works: %r" % f)
         check("Reloaded the configuration: 1 command(s), 1 token(s)" in d.log(), "reload log line")
         early_tcp.close()
@@ -603,7 +603,7 @@ def test_reload_broken_config_keeps_the_old_one():
         fresh = d.connect()
         check(run_ok(fresh, "old-cmd") == b"old\n", "a new client gets the old configuration")
         fresh.close()
-        check(try_auth(d, "token-aaa").payload == b"role: user\n", "the old token keeps working")
+        check(try_auth(d, "token-aaa-0123456789").payload == b"role: user\n", "the old token keeps working")
         wait_for(lambda: "Configuration error, keeping the running configuration: %s:3:" % d.conf
                  in d.log(), what="the reload error in the log")
         admin.close()
@@ -628,7 +628,7 @@ def test_sighup_reloads():
         c = d.connect()
         check(run_ok(c, "new-cmd") == b"new\n", "the running configuration stays")
         c.close()
-        check(try_auth(d, "token-bbb").payload == b"role: user\n", "the running token stays")
+        check(try_auth(d, "token-bbb-0123456789").payload == b"role: user\n", "the running token stays")
 
 
 def test_check_config_names_file_and_line():

@@ -436,7 +436,7 @@ def test_events_only_between_frames():
 
 def test_ipcctl_listen_and_publish():
     conf = "[Token deploy]\nSecretFile=@DIR@/tok\nRole=user\n"
-    with configured(conf, tcp=True, files={"tok": ("tok-123\n", 0o600)}) as d:
+    with configured(conf, tcp=True, files={"tok": ("tok-123-long-enough-secret\n", 0o600)}) as d:
         admin = d.connect()
         listener = ipcdtest.own(subprocess.Popen(
             [ipcdtest.IPCCTL, "-s", d.path, "listen", "news", "--count", "3"],

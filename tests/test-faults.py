@@ -16,7 +16,12 @@ import ipcdtest
 from ipcdtest import (check, configured, Daemon, fail, frame, median, n_threads, rss_kib,
                       wait_for)
 
-BUSY = frame("ERR", "too many clients", "busy")
+def busy(n):
+    return frame("ERR", "too many clients (MaxClients=%d)" % n, "busy")
+
+
+# Root is admin: without this it could use the admin reserve past MaxClients.
+NO_RESERVE = "[Daemon]\nAdminReserve=0\n"
 PONG = frame("OK", "pong")
 
 
@@ -43,7 +48,7 @@ def test_slowloris():
     """A client sending nothing is closed after ClientIdleTimeoutSec; clients
     dribbling a line (a byte every 0.5 s, so never idle) neither delay an
     active client nor keep clients past MaxClients from being refused."""
-    conf = "[Daemon]\nClientIdleTimeoutSec=2\n"
+    conf = NO_RESERVE + "ClientIdleTimeoutSec=2\n"
     with configured(conf, "--max-clients", "25") as d:
         idle = d.connect(timeout=10)
         t_idle = time.monotonic()
@@ -92,7 +97,7 @@ def test_slowloris():
             for _ in range(5):
                 c = d.connect(timeout=5)
                 got = read_to_eof(c.sock)
-                check(got == BUSY, "client past MaxClients got %r" % got)
+                check(got == busy(25), "client past MaxClients got %r" % got)
                 c.close()
                 ping()
             check(int(d.stats(via=active)["clients_refused"]) == refused0 + 5,
@@ -119,7 +124,8 @@ def test_slowloris():
 
 
 def test_connection_flood_past_max_clients():
-    with Daemon("--max-clients", "50", tcp=True) as d:
+    with configured(NO_RESERVE + "MaxClientsPerAddress=50\n", "--max-clients", "50",
+                    tcp=True) as d:
         ctl = d.connect()
         ctl.exchange("ping", PONG)
         d.wait_clients(1, via=ctl)
@@ -135,7 +141,7 @@ def test_connection_flood_past_max_clients():
                 got = read_to_eof(c.sock)
             finally:
                 c.close()
-            check(got == BUSY, "attempt %d: got %r, wanted %r then EOF" % (i, got, BUSY))
+            check(got == busy(50), "attempt %d: got %r, wanted %r then EOF" % (i, got, busy(50)))
 
         for i in range(100):          # warm up the allocator before measuring
             attempt(i)

@@ -30,7 +30,8 @@ import termios
 import threading
 import time
 
-from ipcdtest import IPCCTL, Daemon, check, clean_env, fail, frame, own, run_tests, wait_for
+from ipcdtest import (IPCCTL, Daemon, check, clean_env, configured, fail, frame, own, run_tests,
+                      wait_for)
 
 TIMEOUT = 30  # upper bound for any single ipcctl run
 
@@ -429,7 +430,7 @@ def test_err():
 def test_busy():
     """A daemon that refuses us at once (ERR busy, then close): the reason
     is read and shown even though sending the request may have failed."""
-    with Daemon("--max-clients", "1") as d:
+    with configured("[Daemon]\nAdminReserve=0\n", "--max-clients", "1") as d:
         held = None
 
         def hold_the_one_slot():
@@ -446,7 +447,7 @@ def test_busy():
             return False
         wait_for(hold_the_one_slot, 10, "the daemon to serve one client")
         res = ipcctl("-s", d.path, "hello")
-        expect(res, 1, stdout=b"", stderr=b"ipcctl: busy: too many clients\n")
+        expect(res, 1, stdout=b"", stderr=b"ipcctl: busy: too many clients (MaxClients=1)\n")
         held.close()
 
 
@@ -700,7 +701,10 @@ def test_token_file():
     try:
         good = os.path.join(tmp, "good")
         with open(good, "w") as f:
-            f.write("s3cret token\nsecond line is ignored\n")
+            f.write("s3cret token\n")
+        twolines = os.path.join(tmp, "twolines")
+        with open(twolines, "w") as f:
+            f.write("s3cret token\nsecond line\n")
         bad = os.path.join(tmp, "bad")
         with open(bad, "w") as f:
             f.write("wrong")
@@ -728,6 +732,10 @@ def test_token_file():
                       "hello"), 2, stderr=lambda e: b"cannot read token file" in e)
         expect(ipcctl("-s", "/nonexistent", "--token-file", empty, "hello"), 2,
                stderr=lambda e: b"is empty" in e)
+        # the whole file is the token, as ipcd reads a SecretFile=: two lines
+        # are a mistake, not a secret
+        expect(ipcctl("-s", "/nonexistent", "--token-file", twolines, "hello"), 2,
+               stderr=lambda e: b"more than one line" in e)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -14,6 +14,7 @@
 
 #include "address.h"
 #include "ipcctl.h"
+#include "secret.h"
 
 static char target[ADDRESS_STRING_MAX + 300] = "the server";
 
@@ -44,33 +45,12 @@ int session_error(int r)
         }
 }
 
-/* The token: the file's first line, without its line end. */
+/* The token: the whole file less one line end, as ipcd reads it (secret.h). */
 static int read_token(const char *path, char **ret)
 {
-        _cleanup_free_ char *line = NULL;
-        size_t cap = 0;
-        ssize_t n;
-        FILE *f;
+        size_t n;
 
-        f = fopen(path, "re");
-        if (!f)
-                return -errno;
-        errno = 0;
-        n = getline(&line, &cap, f);
-        if (n < 0) {
-                int r = errno ? -errno : -ENODATA;
-                fclose(f);
-                return r;
-        }
-        fclose(f);
-        if (n > 0 && line[n - 1] == '\n')
-                line[--n] = '\0';
-        if (n > 0 && line[n - 1] == '\r')
-                line[--n] = '\0';
-        if (n == 0)
-                return -ENODATA;
-        *ret = TAKE_PTR(line);
-        return 0;
+        return secret_read_file(path, false, ret, &n);
 }
 
 static int authenticate(Conn *c, const char *token, usec_t deadline)
@@ -120,8 +100,16 @@ int session_open(usec_t deadline, Conn **ret)
                         log_error("token file %s is empty", token_file);
                         return EXIT_STATUS_USAGE;
                 }
+                if (r == -EINVAL) {
+                        log_error("token file %s holds more than one line (or a NUL byte)",
+                                  token_file);
+                        return EXIT_STATUS_USAGE;
+                }
                 if (r < 0) {
-                        log_error("cannot read token file %s: %s", token_file, strerror(-r));
+                        log_error("cannot read token file %s: %s", token_file,
+                                  r == -EBADFD  ? "not a regular file"
+                                  : r == -EFBIG ? "longer than 4096 bytes"
+                                                : strerror(-r));
                         return EXIT_STATUS_USAGE;
                 }
         }

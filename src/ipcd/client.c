@@ -6,9 +6,13 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <linux/sockios.h>
+#include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -17,6 +21,7 @@
 
 #include "client.h"
 #include "commands.h"
+#include "events.h"
 #include "log.h"
 #include "server.h"
 
@@ -32,6 +37,8 @@
  * destroy the answer in flight. */
 #define LINGER_USEC  (2 * 1000000)
 #define LINGER_BYTES (16 * 1024 * 1024)
+/* While lingering, how often to look whether the peer has taken everything. */
+#define LINGER_POLL_MSEC 20
 
 const char *transport_to_string(Transport t)
 {
@@ -40,7 +47,18 @@ const char *transport_to_string(Transport t)
 
 static int peer_groups(int fd, gid_t **ret, size_t *n);
 
-int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Client **ret)
+static void set_send_timeout(Client *c, unsigned sec)
+{
+        struct timeval tv = {.tv_sec = sec};
+
+        if (atomic_load_explicit(&c->send_timeout_sec, memory_order_relaxed) == sec)
+                return;
+        (void)setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        atomic_store_explicit(&c->send_timeout_sec, sec, memory_order_relaxed);
+}
+
+int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Transport transport,
+               Client **ret)
 {
         Client *c;
         int r;
@@ -55,8 +73,7 @@ int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Cl
         atomic_init(&c->n_ref, 1);
         c->since_usec = now_usec(CLOCK_REALTIME);
 
-        /* Only the main thread creates clients, and it owns s->config. */
-        c->config = config_ref(s->config);
+        c->config = server_config(s);
         c->config_generation = atomic_load(&s->config_generation);
         r = queue_init(&c->queue, c->config->queue_limit_bytes);
         if (r < 0) {
@@ -65,15 +82,13 @@ int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Cl
                 free(c);
                 return r;
         }
-        if (c->config->client_idle_timeout_sec > 0) {
-                struct timeval tv = {.tv_sec = c->config->client_idle_timeout_sec};
-                (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        }
+        set_send_timeout(c, c->config->client_send_timeout_sec);
 
-        if (sa->sa_family == AF_UNIX) {
+        /* The listener's kind decides, not the peer address family. */
+        c->transport = transport;
+        if (transport == TRANSPORT_UNIX) {
                 socklen_t len = sizeof(c->cred);
 
-                c->transport = TRANSPORT_UNIX;
                 if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
                         r = -errno;
                         client_unref(c);
@@ -88,7 +103,6 @@ int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Cl
                 }
                 atomic_init(&c->role, client_identity_role(c, c->config));
         } else {
-                c->transport = TRANSPORT_TCP;
                 c->cred = (struct ucred){.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
                 if (address_peer_to_string(sa, salen, c->peer, sizeof(c->peer)) < 0)
                         snprintf(c->peer, sizeof(c->peer), "unknown");
@@ -121,9 +135,7 @@ void client_unref(Client *c)
         free(c->groups);
         for (unsigned i = 0; i < c->n_commands_used; i++)
                 free(c->commands_used[i]);
-        for (size_t i = 0; i < c->n_topics; i++)
-                free(c->topics[i]);
-        free(c->topics);
+        free(c->subs); /* empty: events_client_gone() ran */
         free(c);
 }
 
@@ -161,10 +173,8 @@ void client_refresh_config(Client *c)
                 return;
 
         old = c->config;
-        pthread_mutex_lock(&s->lock);
-        c->config = config_ref(s->config);
         c->config_generation = atomic_load(&s->config_generation);
-        pthread_mutex_unlock(&s->lock);
+        c->config = server_config(s);
         config_unref(old);
 
         /* New limits and AdminGroups= apply from the next request on; a role
@@ -172,10 +182,7 @@ void client_refresh_config(Client *c)
         queue_set_limit(&c->queue, c->config->queue_limit_bytes);
         role = client_identity_role(c, c->config);
         atomic_store(&c->role, MAX(role, c->auth_role));
-        if (c->n_topics == 0) {
-                struct timeval tv = {.tv_sec = c->config->client_idle_timeout_sec};
-                (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        }
+        set_send_timeout(c, c->config->client_send_timeout_sec);
 }
 
 /* The peer's supplementary groups, as the kernel recorded them at connect(). */
@@ -203,33 +210,157 @@ static int peer_groups(int fd, gid_t **ret, size_t *n)
         return 0;
 }
 
-void client_stop_reading(Client *c)
+void client_kick_locked(Client *c)
 {
-        /* A blocked read() returns what is already received, then 0. */
-        (void)shutdown(c->fd, SHUT_RD);
+        if (c->reader_running)
+                (void)pthread_kill(c->reader, CLIENT_WAKE_SIGNAL);
 }
 
-void client_drop(Client *c, const char *code, const char *message)
+void client_kick(Client *c)
+{
+        pthread_mutex_lock(&c->server->lock);
+        client_kick_locked(c);
+        pthread_mutex_unlock(&c->server->lock);
+}
+
+void client_stop_reading_locked(Client *c)
+{
+        atomic_store(&c->stop_requested, true);
+        client_kick_locked(c);
+}
+
+int client_drop_queue(Client *c, const char *code, const char *message)
 {
         Buffer b = BUFFER_INIT;
 
         if (proto_append_frame(&b, PROTO_FRAME_ERR, code, message, strlen(message)) < 0) {
                 buffer_done(&b);
-                client_abort(c);
-                return;
-        }
-        if (queue_drop_and_close(&c->queue, b.data, b.len) < 0) { /* b.data taken over */
-                client_abort(c);
-                return;
-        }
+                queue_kill(&c->queue);
+        } else if (queue_drop_and_close(&c->queue, b.data, b.len) < 0) /* b.data taken over */
+                return -EPIPE;
+        atomic_store(&c->dropped, true);
         atomic_store(&c->drop_deadline, now_usec(CLOCK_MONOTONIC) + CLIENT_DROP_GRACE_USEC);
-        (void)shutdown(c->fd, SHUT_RD); /* the reader ends; the sender flushes, then EOF */
+        return 0;
 }
 
 void client_abort(Client *c)
 {
         queue_kill(&c->queue);
         (void)shutdown(c->fd, SHUT_RDWR);
+}
+
+void client_log_refusal(Client *c, const char *command, const char *result, const char *fmt, ...)
+{
+        Server *s = c->server;
+        char msg[512];
+        va_list ap;
+        bool ok = false;
+
+        if (c->n_refusals_logged < CLIENT_REFUSALS_LOGGED &&
+            atomic_load_explicit(&log_max_level, memory_order_relaxed) >= LOG_NOTICE) {
+                pthread_mutex_lock(&s->refusal_lock);
+                ok = ratelimit_below(&s->refusal_rl);
+                pthread_mutex_unlock(&s->refusal_lock);
+        }
+        if (!ok) {
+                c->n_refusals_suppressed++;
+                atomic_fetch_add_explicit(&s->stats.refusals_not_logged, 1, memory_order_relaxed);
+                return;
+        }
+        c->n_refusals_logged++;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        log_full(LOG_NOTICE, 0, c, command ? &command : NULL, command ? 1 : 0, result, UINT64_MAX,
+                 "%s%s", msg,
+                 c->n_refusals_logged == CLIENT_REFUSALS_LOGGED
+                     ? " (further refusals on this connection are only counted)"
+                     : "");
+}
+
+/* Write n iovecs completely; returns the bytes written or -errno (-EAGAIN:
+ * ClientSendTimeoutSec= passed without the socket taking a byte). */
+static ssize_t write_all(int fd, struct iovec *iov, int n)
+{
+        size_t total = 0;
+
+        while (n > 0) {
+                ssize_t k = writev(fd, iov, n);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                total += k;
+                while (n > 0 && (size_t)k >= iov->iov_len) {
+                        k -= iov->iov_len;
+                        iov++;
+                        n--;
+                }
+                if (n > 0) {
+                        iov->iov_base = (char *)iov->iov_base + k;
+                        iov->iov_len -= k;
+                }
+        }
+        return total;
+}
+
+/* Write what was taken from the queue; 0 or -errno of the failed write. */
+static int write_chunks(Client *c, Chunk *list)
+{
+        struct iovec iov[SENDER_IOV];
+
+        for (Chunk *ch = list; ch;) {
+                ssize_t k;
+                int n = 0;
+
+                for (; ch && n < SENDER_IOV; ch = ch->next)
+                        iov[n++] = (struct iovec){ch->data, ch->len};
+                k = write_all(c->fd, iov, n);
+                if (k < 0)
+                        return (int)k;
+                atomic_fetch_add_explicit(&c->server->stats.bytes_out, (uint64_t)k,
+                                          memory_order_relaxed);
+                queue_sent(&c->queue, (size_t)k);
+        }
+        return 0;
+}
+
+/* A write failed for good: say why if it is worth saying, and break the connection. */
+static void write_failed(Client *c, int error)
+{
+        if (error == EAGAIN || error == EWOULDBLOCK) {
+                atomic_fetch_add_explicit(&c->server->stats.send_timeouts, 1,
+                                          memory_order_relaxed);
+                log_client(LOG_NOTICE, c,
+                           "its socket took no data for ClientSendTimeoutSec=%u, closing "
+                           "connection",
+                           atomic_load_explicit(&c->send_timeout_sec, memory_order_relaxed));
+        } else if (error != EPIPE && error != ECONNRESET)
+                log_client(LOG_DEBUG, c, "write failed: %s", strerror(error));
+        client_abort(c); /* wakes the reader, drops what is queued */
+}
+
+/*
+ * Reader thread, when no sender thread can be started (out of threads):
+ * write what waits in the queue itself, blocking for at most
+ * ClientSendTimeoutSec= per write. Nothing already answered is lost.
+ */
+static int reader_write_queued(Client *c)
+{
+        Chunk *list;
+        int r = 0;
+
+        while (r == 0 && queue_bytes(&c->queue) > 0 && (list = queue_take_all_now(&c->queue))) {
+                r = write_chunks(c, list);
+                chunk_free_list(list);
+                queue_sender_done(&c->queue);
+        }
+        if (r < 0) {
+                write_failed(c, -r);
+                return -EPIPE;
+        }
+        return 0;
 }
 
 /* Hand the batch built in c->out to the sender: one push, one wake-up. */
@@ -245,8 +376,8 @@ int client_flush(Client *c)
         len = c->out.len;
         c->out = BUFFER_INIT;
         n = queue_write_or_push(&c->queue, c->fd, data, len);
-        if (n >= 0 && (size_t)n < len && client_start_sender(c) < 0)
-                return -EPIPE; /* what is left has to wait: it needs the sender */
+        if (n >= 0 && (size_t)n < len && client_start_sender(c) < 0 && reader_write_queued(c) < 0)
+                return -EPIPE; /* what is left has to wait: the sender, or we, write it */
         if (n > 0)
                 atomic_fetch_add_explicit(&c->server->stats.bytes_out, (uint64_t)n,
                                           memory_order_relaxed);
@@ -281,9 +412,9 @@ int client_start_sender(Client *c)
                 pthread_mutex_lock(&s->lock);
                 c->n_threads--;
                 pthread_mutex_unlock(&s->lock);
-                log_client(LOG_WARNING, c, "cannot start a sender thread (%s), closing connection",
+                log_client(LOG_WARNING, c,
+                           "cannot start a sender thread (%s); the reader writes itself",
                            strerror(r));
-                client_abort(c);
                 return -r;
         }
         c->sender_started = true;
@@ -323,8 +454,10 @@ static void reader_line(Client *c, const char *line, size_t len)
         atomic_fetch_add_explicit(&c->n_commands, 1, memory_order_relaxed);
         if (r == 0)
                 r = command_dispatch(c);
-        else if (r == -EINVAL)
-                r = proto_append_err(&c->out, "bad-request", "%s", error) < 0 ? -ENOMEM : 1;
+        else if (r == -EINVAL) {
+                client_log_refusal(c, NULL, "bad-request", "bad request: %s", error);
+                r = reply_err(c, "bad-request", "%s", error);
+        }
 
         if (r == -ENOMEM) {
                 /* Could not even build the answer: give up on this client
@@ -338,27 +471,191 @@ static void reader_line(Client *c, const char *line, size_t len)
                                   memory_order_relaxed);
 }
 
-/* Discard input for a while after the last answer, then let the close come. */
-static void reader_linger(Client *c)
+/*
+ * The connection ends while the peer may still be sending (quit, too-long,
+ * a timeout, the drain, a slow consumer): read and discard what it sends
+ * until our answers are written and taken (nothing left in the socket's
+ * send queue), the peer closes, or `deadline`. Closing a socket with
+ * unread input, or input arriving after close, makes the kernel reset the
+ * connection, and a reset destroys the answers still in flight.
+ */
+static void reader_linger(Client *c, uint64_t deadline)
 {
-        struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
-        uint64_t deadline = now_usec(CLOCK_MONOTONIC) + LINGER_USEC;
         size_t total = 0;
-        char buf[1024];
+        char buf[4096];
 
-        (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        while (total < LINGER_BYTES && now_usec(CLOCK_MONOTONIC) < deadline &&
-               !queue_is_dead(&c->queue)) {
-                ssize_t n = read(c->fd, buf, sizeof(buf));
-                if (n == 0)
+        while (total < LINGER_BYTES && !queue_is_dead(&c->queue)) {
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+                struct pollfd p = {.fd = c->fd, .events = POLLIN};
+                int outq = 1;
+                ssize_t n;
+
+                if (queue_is_drained(&c->queue) && ioctl(c->fd, SIOCOUTQ, &outq) == 0 &&
+                    outq == 0)
                         break;
-                if (n < 0) {
-                        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
-                                continue;
+                if (now >= deadline)
+                        break;
+                if (poll(&p, 1, (int)MIN((deadline - now + 999) / 1000, LINGER_POLL_MSEC)) <= 0)
+                        continue;
+                n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+                if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+                        break; /* the peer closed: nothing more can come */
+                if (n > 0)
+                        total += (size_t)n;
+        }
+}
+
+/* SO_RCVTIMEO for the next read(): the request deadline of a started line,
+ * or ClientIdleTimeoutSec= (not for subscribers), whichever comes first. */
+static void reader_arm_timeout(Client *c, uint64_t now)
+{
+        const Config *cf = c->config;
+        uint64_t want = 0;
+
+        if (c->line_since_usec != 0 && cf->request_timeout_sec > 0) {
+                uint64_t end = c->line_since_usec + (uint64_t)cf->request_timeout_sec * 1000000;
+                want = end > now ? end - now : 1;
+        }
+        if (c->n_subs == 0 && cf->client_idle_timeout_sec > 0)
+                want = want ? MIN(want, (uint64_t)cf->client_idle_timeout_sec * 1000000)
+                            : (uint64_t)cf->client_idle_timeout_sec * 1000000;
+        if (want != c->rcvtimeo_usec) {
+                struct timeval tv = {.tv_sec = want / 1000000, .tv_usec = want % 1000000};
+                (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+                c->rcvtimeo_usec = want;
+        }
+}
+
+typedef enum ReadEnd {
+        READ_ON,      /* keep reading */
+        READ_EOF,     /* the peer closed (or the socket broke) */
+        READ_STOPPED, /* we stop: quit, too-long, timeout, drain, drop */
+} ReadEnd;
+
+/* read() timed out: the request deadline or the idle timeout. */
+static ReadEnd reader_timed_out(Client *c)
+{
+        const Config *cf = c->config;
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+
+        if (c->line_since_usec != 0 && cf->request_timeout_sec > 0 &&
+            now + 10000 >= c->line_since_usec + (uint64_t)cf->request_timeout_sec * 1000000) {
+                atomic_fetch_add_explicit(&c->server->stats.request_timeouts, 1,
+                                          memory_order_relaxed);
+                atomic_fetch_add_explicit(&c->server->stats.commands_failed, 1,
+                                          memory_order_relaxed);
+                (void)proto_append_err(&c->out, "timeout",
+                                       "request line not completed within RequestTimeoutSec=%u",
+                                       cf->request_timeout_sec);
+                log_client(LOG_NOTICE, c,
+                           "did not complete a request line within RequestTimeoutSec=%u, "
+                           "closing connection",
+                           cf->request_timeout_sec);
+                c->closing = true;
+                return READ_STOPPED;
+        }
+        if (c->n_subs == 0 && cf->client_idle_timeout_sec > 0 &&
+            (c->line_since_usec == 0 || cf->request_timeout_sec == 0 ||
+             (uint64_t)cf->client_idle_timeout_sec < cf->request_timeout_sec)) {
+                log_client(LOG_INFO, c, "idle for ClientIdleTimeoutSec=%u, closing connection",
+                           cf->client_idle_timeout_sec);
+                return READ_STOPPED;
+        }
+        return READ_ON; /* the deadline moved (a reload): arm again */
+}
+
+/* One read() into c->in: the bytes read (> 0), or how reading ends. */
+static ssize_t reader_read(Client *c, bool *stopping, ReadEnd *end)
+{
+        ssize_t n;
+
+        if (atomic_load(&c->dropped)) {
+                *end = READ_STOPPED;
+                return 0;
+        }
+        if (!*stopping && atomic_load(&c->stop_requested)) {
+                int avail = 0;
+
+                /* The drain: answer what was received before it, no more. */
+                (void)ioctl(c->fd, FIONREAD, &avail);
+                c->stop_budget = avail > 0 ? (size_t)avail : 0;
+                *stopping = true;
+                atomic_store(&c->stop_seen, true);
+        }
+        if (*stopping && c->stop_budget == 0) {
+                *end = READ_STOPPED;
+                return 0;
+        }
+        if (buffer_reserve(&c->in, READ_CHUNK) < 0) {
+                log_client(LOG_WARNING, c, "out of memory, closing connection");
+                client_abort(c);
+                *end = READ_EOF;
+                return 0;
+        }
+        if (*stopping)
+                n = recv(c->fd, c->in.data + c->in.len,
+                         MIN(c->in.cap - c->in.len, c->stop_budget), MSG_DONTWAIT);
+        else {
+                reader_arm_timeout(c, now_usec(CLOCK_MONOTONIC));
+                n = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len);
+        }
+        if (n > 0) {
+                if (*stopping)
+                        c->stop_budget -= MIN((size_t)n, c->stop_budget);
+                *end = READ_ON;
+                return n;
+        }
+        if (n == 0) {
+                *end = READ_EOF;
+                return 0;
+        }
+        if (errno == EINTR) {
+                *end = READ_ON; /* kicked: look at the flags again */
+                return 0;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                *end = *stopping ? READ_STOPPED : reader_timed_out(c);
+                return 0;
+        }
+        if (errno != ECONNRESET && errno != EPIPE)
+                log_client(LOG_DEBUG, c, "read failed: %s", strerror(errno));
+        *end = READ_EOF;
+        return 0;
+}
+
+/* Split, parse and run the complete lines in c->in; keep the partial one. */
+static void reader_batch(Client *c, size_t *scan, uint64_t now)
+{
+        size_t start = 0;
+        bool completed = false;
+
+        for (;;) {
+                char *lf = memchr(c->in.data + *scan, '\n', c->in.len - *scan);
+                if (!lf)
+                        break;
+                reader_line(c, c->in.data + start, lf - (c->in.data + start));
+                start = *scan = lf - c->in.data + 1;
+                completed = true;
+                if (c->closing)
+                        break;
+                if (c->out.len >= OUT_FLUSH_BYTES &&
+                    (client_flush(c) < 0 || queue_wait_space(&c->queue) < 0)) {
+                        c->closing = true;
                         break;
                 }
-                total += n;
         }
+        /* A partial line that can no longer fit (allowing for a CR). */
+        if (!c->closing && c->in.len - start > c->config->max_line_bytes + 1)
+                reader_too_long(c);
+
+        buffer_consume(&c->in, start);
+        *scan = c->in.len;
+        /* A started line has RequestTimeoutSec= from its first byte: more
+         * bytes of the same line do not move the deadline. */
+        if (c->in.len == 0)
+                c->line_since_usec = 0;
+        else if (completed || c->line_since_usec == 0)
+                c->line_since_usec = now;
 }
 
 void *client_reader_thread(void *userdata)
@@ -366,140 +663,73 @@ void *client_reader_thread(void *userdata)
         Client *c = userdata;
         Server *s = c->server;
         size_t scan = 0; /* c->in up to here holds no LF */
+        bool stopping = false;
+        ReadEnd end = READ_ON;
+        sigset_t wake;
 
-        for (;;) {
-                size_t start = 0;
+        sigemptyset(&wake);
+        sigaddset(&wake, CLIENT_WAKE_SIGNAL);
+        pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
+
+        while (end == READ_ON) {
                 ssize_t n;
 
-                if (queue_wait_space(&c->queue) < 0)
-                        break;
-                if (buffer_reserve(&c->in, READ_CHUNK) < 0) {
-                        log_client(LOG_WARNING, c, "out of memory, closing connection");
-                        client_abort(c);
+                if (queue_wait_space(&c->queue) < 0) {
+                        end = READ_EOF;
                         break;
                 }
-                n = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                                log_client(LOG_INFO, c,
-                                           "idle for ClientIdleTimeoutSec=%u, closing connection",
-                                           c->config->client_idle_timeout_sec);
-                                break;
-                        }
-                        if (errno != ECONNRESET && errno != EPIPE)
-                                log_client(LOG_DEBUG, c, "read failed: %s", strerror(errno));
-                        break;
-                }
-                if (n == 0)
-                        break;
+                n = reader_read(c, &stopping, &end);
+                if (n <= 0)
+                        continue;
                 atomic_fetch_add_explicit(&s->stats.bytes_in, (uint64_t)n, memory_order_relaxed);
                 c->in.len += n;
                 client_refresh_config(c); /* once per batch: one atomic load */
-
-                for (;;) {
-                        char *lf = memchr(c->in.data + scan, '\n', c->in.len - scan);
-                        if (!lf)
-                                break;
-                        reader_line(c, c->in.data + start, lf - (c->in.data + start));
-                        start = scan = lf - c->in.data + 1;
-                        if (c->closing)
-                                break;
-                        if (c->out.len >= OUT_FLUSH_BYTES &&
-                            (client_flush(c) < 0 || queue_wait_space(&c->queue) < 0)) {
-                                c->closing = true;
-                                break;
-                        }
-                }
-                /* A partial line that can no longer fit (allowing for a CR). */
-                if (!c->closing && c->in.len - start > c->config->max_line_bytes + 1)
-                        reader_too_long(c);
-
-                buffer_consume(&c->in, start);
-                scan = c->in.len;
-                if (client_flush(c) < 0 || c->closing)
-                        break;
+                reader_batch(c, &scan, now_usec(CLOCK_MONOTONIC));
+                if (client_flush(c) < 0)
+                        end = READ_EOF;
+                else if (c->closing)
+                        end = READ_STOPPED;
         }
 
         (void)client_flush(c);
         queue_close(&c->queue);
+        events_client_gone(c); /* no more events */
         buffer_done(&c->in);
         if (!c->sender_started) {
                 /* Everything went out inline: the end of the answers is ours
                  * to signal, as the sender would have. */
-                if (queue_bytes(&c->queue) > 0)
-                        (void)client_start_sender(c);
-                else
+                if (queue_bytes(&c->queue) > 0 && client_start_sender(c) < 0)
+                        (void)reader_write_queued(c);
+                if (!c->sender_started)
                         (void)shutdown(c->fd, queue_is_dead(&c->queue) ? SHUT_RDWR : SHUT_WR);
         }
-        if (c->closing)
-                reader_linger(c);
+        if (end == READ_STOPPED)
+                reader_linger(c, now_usec(CLOCK_MONOTONIC) +
+                                     (stopping ? (uint64_t)c->config->drain_timeout_sec * 1000000 +
+                                                     LINGER_USEC
+                                               : LINGER_USEC));
 
         server_client_thread_done(s, c);
         client_unref(c);
         return NULL;
 }
 
-/* Write n iovecs completely; returns the bytes written or -errno. */
-static ssize_t write_all(int fd, struct iovec *iov, int n)
-{
-        size_t total = 0;
-
-        while (n > 0) {
-                ssize_t k = writev(fd, iov, n);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                total += k;
-                while (n > 0 && (size_t)k >= iov->iov_len) {
-                        k -= iov->iov_len;
-                        iov++;
-                        n--;
-                }
-                if (n > 0) {
-                        iov->iov_base = (char *)iov->iov_base + k;
-                        iov->iov_len -= k;
-                }
-        }
-        return total;
-}
-
 void *client_sender_thread(void *userdata)
 {
         Client *c = userdata;
         Server *s = c->server;
-        struct iovec iov[SENDER_IOV];
         Chunk *list;
-        int error = 0;
+        int r = 0;
 
-        while (!error && (list = queue_take_all(&c->queue))) {
-                for (Chunk *ch = list; ch;) {
-                        ssize_t k;
-                        int n = 0;
-
-                        for (; ch && n < SENDER_IOV; ch = ch->next)
-                                iov[n++] = (struct iovec){ch->data, ch->len};
-                        k = write_all(c->fd, iov, n);
-                        if (k < 0) {
-                                error = (int)-k;
-                                break;
-                        }
-                        atomic_fetch_add_explicit(&s->stats.bytes_out, (uint64_t)k,
-                                                  memory_order_relaxed);
-                        queue_sent(&c->queue, (size_t)k);
-                }
+        while (r == 0 && (list = queue_take_all(&c->queue))) {
+                r = write_chunks(c, list);
                 chunk_free_list(list);
                 queue_sender_done(&c->queue);
         }
 
-        if (error) {
-                if (error != EPIPE && error != ECONNRESET)
-                        log_client(LOG_DEBUG, c, "write failed: %s", strerror(error));
-                client_abort(c); /* wakes the reader, drops what is queued */
-        } else if (!queue_is_dead(&c->queue))
+        if (r < 0)
+                write_failed(c, -r);
+        else if (!queue_is_dead(&c->queue))
                 (void)shutdown(c->fd, SHUT_WR); /* everything answered: EOF */
         else
                 (void)shutdown(c->fd, SHUT_RDWR);

@@ -10,19 +10,27 @@
  * registry under that lock always has an open fd.
  *
  * Threads: the reader thread alone reads the socket, parses, runs commands,
- * owns `in`, `out`, `req`, `scratch`, `config` and `sender_started`, and
- * starts the sender (client_start_sender) the first time something must
- * wait for the socket or the client subscribes. Both write to the socket,
- * but never at once: the queue's `busy` flag, under its lock, gives the
- * socket to one writer at a time (queue.h). Other threads (the main loop,
- * `clients`, `stats` and publishers from other readers) touch only the
- * immutable identity fields, the atomics, `topics` under the registry lock,
- * and the queue.
+ * owns `in`, `out`, `req`, `scratch`, `config`, `sender_started` and the
+ * other "reader thread only" fields, and starts the sender
+ * (client_start_sender) the first time something must wait for the socket
+ * or the client subscribes. Both write to the socket, but never at once:
+ * the queue's `busy` flag, under its lock, gives the socket to one writer
+ * at a time (queue.h). Other threads (the main loop, `clients`, `stats` and
+ * publishers from other readers) touch only the immutable identity fields,
+ * the atomics, `subs` under the events lock (events.h), `reader` and
+ * `reader_running` under the registry lock, and the queue.
+ *
+ * Waking the reader: a reader blocked in read() is woken by
+ * CLIENT_WAKE_SIGNAL (client_kick), sent only while the registry lock shows
+ * it running. The signal may come just before read() starts; so whoever
+ * needs the reader to notice a flag kicks again until it has
+ * (server_drain); nothing else relies on one kick.
  */
 #pragma once
 
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -30,6 +38,7 @@
 
 #include "buffer.h"
 #include "conf.h"
+#include "peers.h"
 #include "proto.h"
 #include "queue.h"
 
@@ -40,6 +49,18 @@ struct Server;
 
 /* How many distinct command names a client's disconnect entry carries. */
 #define CLIENT_COMMANDS_LOGGED 16
+
+/* Refused requests (denied, bad, unknown, busy) a connection may log; the
+ * rest are counted and summarised in its disconnect entry. */
+#define CLIENT_REFUSALS_LOGGED 5
+
+/* Interrupts a reader blocked in read() (see client_kick). */
+#define CLIENT_WAKE_SIGNAL (SIGRTMIN + 2)
+
+/* Append an ERR frame to c->out: 1 (the request failed), or -ENOMEM. */
+#define reply_err(c, code, ...) (proto_append_err(&(c)->out, (code), __VA_ARGS__) < 0 ? -ENOMEM : 1)
+
+struct Topic;
 
 typedef enum Transport {
         TRANSPORT_UNIX,
@@ -65,6 +86,12 @@ typedef struct Client {
         atomic_int role;                    /* effective: max(identity's role, auth_role) */
         atomic_uint_fast64_t drop_deadline; /* client_drop(): abort after (monotonic) */
         atomic_uint_fast64_t n_commands;
+        atomic_bool stop_requested; /* drain: answer what was received, then end */
+        atomic_bool stop_seen;      /* the reader noticed stop_requested */
+        atomic_bool dropped;        /* client_drop_queue(): stop reading now */
+        atomic_uint send_timeout_sec; /* SO_SNDTIMEO as set now (the reader sets it) */
+        PeerKey peer_key;           /* what MaxClientsPerUID=/PerAddress= count */
+        bool admin_slot;            /* admitted into the admin reserve */
 
         Queue queue;
 
@@ -79,6 +106,11 @@ typedef struct Client {
         uint64_t config_generation;
         Role auth_role; /* raised by auth */
         unsigned auth_failures;
+        uint64_t line_since_usec; /* a partial request line waits since (monotonic), or 0 */
+        uint64_t rcvtimeo_usec;   /* SO_RCVTIMEO as set now */
+        size_t stop_budget;       /* after stop_requested: bytes still to read */
+        unsigned n_refusals_logged;
+        uint64_t n_refusals_suppressed;
         /* The distinct commands it ran (copies), for the disconnect entry
          * in the journal; read by whichever thread ends last. */
         char *commands_used[CLIENT_COMMANDS_LOGGED];
@@ -87,12 +119,17 @@ typedef struct Client {
         /* Registry, under the server's registry lock. */
         struct Client *prev, *next;
         unsigned n_threads;
-        char **topics; /* subscriptions; changed by the reader under the lock */
-        size_t n_topics;
+        pthread_t reader;    /* valid while reader_running */
+        bool reader_running; /* the reader thread has not ended */
+
+        /* Subscriptions, under the events lock (events.h); changed by the reader. */
+        struct Topic **subs; /* room for EVENTS_MAX_TOPICS once it subscribes */
+        size_t n_subs;
 } Client;
 
 /* A new client for an accepted fd (taken over, also on failure). */
-int client_new(struct Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Client **ret);
+int client_new(struct Server *s, int fd, const struct sockaddr *sa, socklen_t salen,
+               Transport transport, Client **ret);
 Client *client_ref(Client *c);
 void client_unref(Client *c);
 
@@ -117,14 +154,30 @@ Role client_identity_role(const Client *c, const Config *config);
 /* True if the Unix peer's primary or supplementary groups include one of gids. */
 bool client_in_groups(const Client *c, const gid_t *gids, size_t n);
 
-/* Ask the reader to stop once it has read what is already received. */
-void client_stop_reading(Client *c);
+/*
+ * Drain: ask the reader to answer what is already received, then end.
+ * Under the registry lock; kicks the reader (see above).
+ */
+void client_stop_reading_locked(Client *c);
+/* Interrupt the reader's read() if it runs. client_kick takes the registry lock. */
+void client_kick(Client *c);
+void client_kick_locked(Client *c);
 /* Break the connection now (drain timeout). */
 void client_abort(Client *c);
 /*
  * Close the connection cleanly but soon (a slow consumer): drop what is
- * queued, send a final `ERR code message` after the frame in flight, stop
- * reading. If the sender cannot finish within CLIENT_DROP_GRACE_USEC, the
- * main loop's tick aborts the connection. Safe under the registry lock.
+ * queued, send a final `ERR code message` after the frame in flight, and
+ * mark the client dropped. Memory work only, safe under the events lock;
+ * 0 if it dropped the client now, -EPIPE if it was closed already. Then
+ * client_kick() it (outside the lock) so that the reader stops. If the
+ * sender cannot finish within CLIENT_DROP_GRACE_USEC, the main loop's tick
+ * aborts the connection.
  */
-void client_drop(Client *c, const char *code, const char *message);
+int client_drop_queue(Client *c, const char *code, const char *message);
+/*
+ * Log a refused request (denied, bad, unknown, busy): the first
+ * CLIENT_REFUSALS_LOGGED of a connection, within a server-wide rate limit;
+ * the rest are counted for the disconnect entry. Reader thread only.
+ */
+void client_log_refusal(Client *c, const char *command, const char *result, const char *fmt,
+                        ...) _printf_(4, 5);

@@ -40,7 +40,6 @@ static int reply_scratch(Client *c, int r)
         return reply_ok(c, c->scratch.data, c->scratch.len);
 }
 
-#define reply_err(c, code, ...) (proto_append_err(&(c)->out, (code), __VA_ARGS__) < 0 ? -ENOMEM : 1)
 
 static int cmd_ping(Client *c, const ProtoRequest *req)
 {
@@ -92,11 +91,10 @@ static int cmd_stats(Client *c, const ProtoRequest *req)
         unsigned n_clients;
         int r;
 
-        Config *config;
+        Config *config = server_config(s);
 
         pthread_mutex_lock(&s->lock);
         n_clients = s->n_clients;
-        config = config_ref(s->config);
         pthread_mutex_unlock(&s->lock);
 
 #define LOAD(x) ((uint64_t)atomic_load_explicit(&st->x, memory_order_relaxed))
@@ -106,7 +104,17 @@ static int cmd_stats(Client *c, const ProtoRequest *req)
                           "clients: %u\n"
                           "clients_total: %" PRIu64 "\n"
                           "clients_refused: %" PRIu64 "\n"
+                          "clients_refused_max_clients: %" PRIu64 "\n"
+                          "clients_refused_per_uid: %" PRIu64 "\n"
+                          "clients_refused_per_address: %" PRIu64 "\n"
+                          "clients_refused_threads: %" PRIu64 "\n"
                           "max_clients: %u\n"
+                          "max_clients_per_uid: %u\n"
+                          "max_clients_per_address: %u\n"
+                          "admin_reserve: %u\n"
+                          "request_timeouts: %" PRIu64 "\n"
+                          "send_timeouts: %" PRIu64 "\n"
+                          "refusals_not_logged: %" PRIu64 "\n"
                           "commands_ok: %" PRIu64 "\n"
                           "commands_failed: %" PRIu64 "\n"
                           "bytes_in: %" PRIu64 "\n"
@@ -117,7 +125,11 @@ static int cmd_stats(Client *c, const ProtoRequest *req)
                           "slow_consumer_disconnects: %" PRIu64 "\n"
                           "activation: %s\n",
                           (now_usec(CLOCK_MONOTONIC) - s->start_usec) / 1000000, n_clients,
-                          LOAD(clients_total), LOAD(clients_refused), config->max_clients,
+                          LOAD(clients_total), LOAD(clients_refused), LOAD(refused_max_clients),
+                          LOAD(refused_per_uid), LOAD(refused_per_address), LOAD(refused_threads),
+                          config->max_clients, config_max_per_uid(config),
+                          config_max_per_address(config), config->admin_reserve,
+                          LOAD(request_timeouts), LOAD(send_timeouts), LOAD(refusals_not_logged),
                           LOAD(commands_ok), LOAD(commands_failed), LOAD(bytes_in), LOAD(bytes_out),
                           LOAD(events_published), LOAD(events_delivered), LOAD(events_dropped),
                           LOAD(slow_consumer_disconnects),
@@ -153,9 +165,8 @@ static int cmd_clients(Client *c, const ProtoRequest *req)
                                   i->id, transport_to_string(i->transport), peer, since,
                                   role_to_string(atomic_load(&i->role)),
                                   (uint64_t)atomic_load(&i->n_commands), queue_bytes(&i->queue));
-                /* Topics are written by their reader under this same lock. */
-                for (size_t k = 0; r >= 0 && k < i->n_topics; k++)
-                        r = buffer_printf(&c->scratch, "%s%s", k ? "," : "", i->topics[k]);
+                if (r >= 0)
+                        r = events_append_topics(i, &c->scratch);
                 if (r >= 0)
                         r = buffer_append(&c->scratch, "\n", 1);
         }
@@ -196,23 +207,58 @@ static bool secret_equal(const char *secret, size_t slen, const char *given, siz
         return d == 0;
 }
 
+/* Per source (a TCP address, a uid): past this many failures in a window,
+ * every further failure also closes its connection. */
+#define AUTH_SOURCE_WINDOW_USEC (60 * 1000000ULL)
+#define AUTH_SOURCE_FAILURES    20
+
+/* Count a failure for c's source; true if the source is over its budget. */
+static bool auth_source_failed(Server *s, const Client *c, bool *log, unsigned *suppressed)
+{
+        PeerKey key = c->peer_key.kind != PEER_NONE ? c->peer_key : peer_key_uid(c->cred.uid);
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        AuthSource *e = NULL, *oldest = &s->auth_sources[0];
+        bool over;
+
+        pthread_mutex_lock(&s->auth_lock);
+        for (size_t i = 0; i < AUTH_SOURCES && !e; i++) {
+                AuthSource *a = &s->auth_sources[i];
+                if (a->failures > 0 && a->key.kind == key.kind &&
+                    memcmp(a->key.bytes, key.bytes, sizeof(key.bytes)) == 0)
+                        e = a;
+                else if (a->since_usec < oldest->since_usec)
+                        oldest = a;
+        }
+        if (!e) {
+                e = oldest; /* the least recent source makes room */
+                *e = (AuthSource){.key = key, .since_usec = now};
+        }
+        if (now - e->since_usec >= AUTH_SOURCE_WINDOW_USEC) {
+                e->since_usec = now;
+                e->failures = 0;
+        }
+        e->failures++;
+        over = e->failures > AUTH_SOURCE_FAILURES;
+        *log = ratelimit_below(&s->auth_log_rl);
+        *suppressed = s->auth_log_rl.suppressed;
+        if (*log)
+                s->auth_log_rl.suppressed = 0;
+        pthread_mutex_unlock(&s->auth_lock);
+        return over;
+}
+
 static int cmd_auth(Client *c, const ProtoRequest *req)
 {
         Server *s = c->server;
         const ProtoArg *given = &req->args[1];
         const Token *match = NULL;
-        bool blocked;
+        unsigned suppressed;
+        bool over, log;
         Role role;
 
-        /* Server-wide: past 10 failures a second, refuse without looking. */
-        pthread_mutex_lock(&s->auth_lock);
-        blocked = s->auth_failures_rl.n >= s->auth_failures_rl.burst &&
-                  now_usec(CLOCK_MONOTONIC) - s->auth_failures_rl.begin <
-                      s->auth_failures_rl.interval_usec;
-        pthread_mutex_unlock(&s->auth_lock);
-
-        /* Every token is compared, whatever matched before. */
-        for (size_t i = 0; !blocked && i < c->config->n_tokens; i++) {
+        /* Every token is compared, whatever matched before, and whatever
+         * others guessed: a right token always works. */
+        for (size_t i = 0; i < c->config->n_tokens; i++) {
                 const Token *t = &c->config->tokens[i];
                 if (secret_equal(t->secret, t->secret_len, given->data, given->len) && !match)
                         match = t;
@@ -231,28 +277,22 @@ static int cmd_auth(Client *c, const ProtoRequest *req)
         }
 
         c->auth_failures++;
-        pthread_mutex_lock(&s->auth_lock);
-        if (!blocked)
-                (void)ratelimit_below(&s->auth_failures_rl); /* counts this failure */
-        if (ratelimit_below(&s->auth_log_rl)) {
-                unsigned suppressed = s->auth_log_rl.suppressed;
+        over = auth_source_failed(s, c, &log, &suppressed);
+        if (log)
+                log_client(LOG_WARNING, c,
+                           "authentication failed (%u attempt(s) on this connection%s)%s",
+                           c->auth_failures, over ? "; its source is over its budget" : "",
+                           suppressed ? "; similar entries were suppressed before" : "");
 
-                s->auth_log_rl.suppressed = 0;
-                log_client(
-                    LOG_WARNING, c, "authentication %s (%u attempt(s) on this connection)%s",
-                    blocked ? "refused unchecked: over 10 failures a second server-wide" : "failed",
-                    c->auth_failures, suppressed ? "; similar entries were suppressed before" : "");
-        }
-        pthread_mutex_unlock(&s->auth_lock);
-
-        /* The delay is the same for every failure: no timing to learn from. */
+        /* The delay is the same for every failure: no timing to learn from,
+         * and one guess a second per connection. */
         {
                 struct timespec ts = {.tv_sec = AUTH_FAIL_DELAY_USEC / 1000000,
                                       .tv_nsec = (AUTH_FAIL_DELAY_USEC % 1000000) * 1000};
                 while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
                         ;
         }
-        if (c->auth_failures >= AUTH_MAX_FAILURES) {
+        if (c->auth_failures >= AUTH_MAX_FAILURES || over) {
                 c->closing = true;
                 return reply_err(c, "denied", "authentication failed; too many attempts, closing");
         }
@@ -281,10 +321,13 @@ static int cmd_reload(Client *c, const ProtoRequest *req)
         }
         buffer_done(&errors);
         buffer_clear(&c->scratch);
-        pthread_mutex_lock(&c->server->lock);
-        r = buffer_printf(&c->scratch, "reloaded: %zu command(s), %zu token(s)\n",
-                          c->server->config->n_commands, c->server->config->n_tokens);
-        pthread_mutex_unlock(&c->server->lock);
+        {
+                Config *config = server_config(c->server);
+
+                r = buffer_printf(&c->scratch, "reloaded: %zu command(s), %zu token(s)\n",
+                                  config->n_commands, config->n_tokens);
+                config_unref(config);
+        }
         return reply_scratch(c, r);
 }
 
@@ -410,15 +453,16 @@ int command_dispatch(Client *c)
                 cc = config_find_command(c->config, req->args[0].data, req->args[0].len);
         if (!cmd && !cc) {
                 sanitize(name, sizeof(name), req->args[0].data, req->args[0].len);
+                client_log_refusal(c, NULL, "unknown-command", "unknown command %s", name);
                 return reply_err(c, "unknown-command", "unknown command: %s", name);
         }
         cname = cmd ? cmd->name : cc->name;
         if (cmd ? cmd->role > (Role)atomic_load(&c->role) : !configured_allowed(c, cc)) {
                 Role need = cmd ? cmd->role : cc->role;
 
-                log_full(LOG_NOTICE, 0, c, &cname, 1, "denied", UINT64_MAX,
-                         "denied %s: requires role %s, client has %s", cname, role_to_string(need),
-                         role_to_string(atomic_load(&c->role)));
+                client_log_refusal(c, cname, "denied", "denied %s: requires role %s, client has %s",
+                                   cname, role_to_string(need),
+                                   role_to_string(atomic_load(&c->role)));
                 return reply_err(c, "denied", "%s requires role %s", cname, role_to_string(need));
         }
         note_command_used(c, cname);

@@ -19,6 +19,7 @@
 
 #include "builtins.h"
 #include "conf.h"
+#include "secret.h"
 #include "config.h"
 #include "log.h"
 #include "macro.h"
@@ -225,58 +226,52 @@ static int set_role(Loader *l, const char *key, const char *value, Role *ret)
 /* Read a secret: the whole file, one trailing newline dropped. */
 static void token_read_secret(Loader *l, Token *t, const char *path)
 {
-        /* O_NONBLOCK: a FIFO named here must not hang a load or reload. */
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-        char buf[4097];
-        struct stat st;
+        char *secret = NULL;
         size_t n = 0;
+        int r;
 
-        if (fd < 0) {
-                loader_error(l, "[Token %s]: cannot open %s: %s", t->name, path, strerror(errno));
-                return;
-        }
-        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        /* The same rule as ipcctl --token-file (secret.h). */
+        r = secret_read_file(path, true, &secret, &n);
+        switch (r) {
+        case 0:
+                break;
+        case -EBADFD:
                 loader_error(l, "[Token %s]: %s is not a regular file", t->name, path);
                 return;
-        }
-        if (st.st_mode & S_IROTH) {
+        case -EPERM:
                 loader_error(l, "[Token %s]: %s is readable by everyone; chmod o-r it", t->name,
                              path);
                 return;
-        }
-        for (;;) {
-                ssize_t k = read(fd, buf + n, sizeof(buf) - n);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        loader_error(l, "[Token %s]: cannot read %s: %s", t->name, path,
-                                     strerror(errno));
-                        return;
-                }
-                if (k == 0)
-                        break;
-                n += (size_t)k;
-                if (n == sizeof(buf)) {
-                        loader_error(l, "[Token %s]: %s is longer than 4096 bytes", t->name, path);
-                        return;
-                }
-        }
-        if (n > 0 && buf[n - 1] == '\n')
-                n--;
-        if (n > 0 && buf[n - 1] == '\r')
-                n--;
-        if (n == 0) {
+        case -EFBIG:
+                loader_error(l, "[Token %s]: %s is longer than %d bytes", t->name, path,
+                             SECRET_FILE_MAX);
+                return;
+        case -ENODATA:
                 loader_error(l, "[Token %s]: %s is empty", t->name, path);
                 return;
-        }
-        free(t->secret);
-        t->secret = malloc(n + 1);
-        if (!t->secret)
+        case -EINVAL:
+                loader_error(l, "[Token %s]: %s holds more than one line (or a NUL byte)",
+                             t->name, path);
                 return;
-        memcpy(t->secret, buf, n);
-        t->secret[n] = '\0';
+        default:
+                loader_error(l, "[Token %s]: cannot read %s: %s", t->name, path, strerror(-r));
+                return;
+        }
+        if (n < TOKEN_SECRET_MIN) {
+                loader_error(l,
+                             "[Token %s]: the secret in %s is %zu bytes; at least %d are needed "
+                             "(e.g. head -c 24 /dev/urandom | base64)",
+                             t->name, path, n, TOKEN_SECRET_MIN);
+                explicit_bzero(secret, n);
+                free(secret);
+                return;
+        }
+        if (t->secret) {
+                explicit_bzero(t->secret, t->secret_len);
+                free(t->secret);
+        }
+        t->secret = secret;
         t->secret_len = n;
-        explicit_bzero(buf, sizeof(buf));
 }
 
 static Token *loader_token(Loader *l, const char *name)
@@ -485,6 +480,16 @@ static int handle_daemon(Loader *l, const char *name, const char *value)
                 return set_size(l, name, value, 16, 64 << 20, &c->max_line_bytes);
         if (strcmp(name, "QueueLimitBytes") == 0)
                 return set_size(l, name, value, 1024, SIZE_MAX / 4, &c->queue_limit_bytes);
+        if (strcmp(name, "MaxClientsPerUID") == 0)
+                return set_uint(l, name, value, 0, 10000000, &c->max_clients_per_uid);
+        if (strcmp(name, "MaxClientsPerAddress") == 0)
+                return set_uint(l, name, value, 0, 10000000, &c->max_clients_per_address);
+        if (strcmp(name, "AdminReserve") == 0)
+                return set_uint(l, name, value, 0, 1000, &c->admin_reserve);
+        if (strcmp(name, "ClientSendTimeoutSec") == 0)
+                return set_uint(l, name, value, 0, 86400 * 365, &c->client_send_timeout_sec);
+        if (strcmp(name, "RequestTimeoutSec") == 0)
+                return set_uint(l, name, value, 0, 86400 * 365, &c->request_timeout_sec);
         if (strcmp(name, "ClientIdleTimeoutSec") == 0)
                 return set_uint(l, name, value, 0, 86400 * 365, &c->client_idle_timeout_sec);
         if (strcmp(name, "ExitIdleSec") == 0)
@@ -591,6 +596,9 @@ int config_load(const ConfigOverrides *o, Config **ret, Buffer *errors)
         c->max_line_bytes = 65536;
         c->queue_limit_bytes = 1024 * 1024;
         c->drain_timeout_sec = 5;
+        c->admin_reserve = 8;
+        c->client_send_timeout_sec = 60;
+        c->request_timeout_sec = 30;
         c->max_running = 16;
         c->log_level = LOG_INFO;
         l.config = c;
@@ -638,6 +646,10 @@ int config_load(const ConfigOverrides *o, Config **ret, Buffer *errors)
                 c->drain_timeout_sec = o->drain_timeout_sec;
         if (o->has_log_level)
                 c->log_level = o->log_level;
+        if (o->has_send_timeout)
+                c->client_send_timeout_sec = o->send_timeout_sec;
+        if (o->has_request_timeout)
+                c->request_timeout_sec = o->request_timeout_sec;
 
         if (l.n_errors > 0) {
                 config_unref(c);
@@ -645,6 +657,17 @@ int config_load(const ConfigOverrides *o, Config **ret, Buffer *errors)
         }
         *ret = c;
         return 0;
+}
+
+unsigned config_max_per_uid(const Config *c)
+{
+        return c->max_clients_per_uid ? c->max_clients_per_uid : MAX(c->max_clients / 4, 1u);
+}
+
+unsigned config_max_per_address(const Config *c)
+{
+        return c->max_clients_per_address ? c->max_clients_per_address
+                                          : MAX(c->max_clients / 4, 1u);
 }
 
 Config *config_ref(Config *c)

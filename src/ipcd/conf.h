@@ -58,7 +58,12 @@ typedef struct Config {
         unsigned max_clients;
         size_t max_line_bytes;
         size_t queue_limit_bytes;
+        unsigned max_clients_per_uid;     /* Unix peers that are not admin; 0: max_clients/4 */
+        unsigned max_clients_per_address; /* TCP peers; 0: max_clients/4 */
+        unsigned admin_reserve;           /* slots beyond max_clients for admin peers */
         unsigned client_idle_timeout_sec; /* 0 = never */
+        unsigned client_send_timeout_sec; /* a socket that takes no byte that long; 0 = never */
+        unsigned request_timeout_sec;     /* a started line must end within; 0 = never */
         unsigned exit_idle_sec;           /* 0 = never; socket-activated only */
         unsigned drain_timeout_sec;
         unsigned max_running;
@@ -73,6 +78,13 @@ typedef struct Config {
 
 const CommandConfig *config_find_command(const Config *c, const char *name, size_t len);
 
+/* The effective per-peer caps (their defaults follow MaxClients=). */
+unsigned config_max_per_uid(const Config *c);
+unsigned config_max_per_address(const Config *c);
+
+/* Shortest secret a [Token] may have: long enough that guessing is hopeless. */
+#define TOKEN_SECRET_MIN 16
+
 /*
  * Values given on the command line; they win over the file, on every
  * reload too. A field is set when its `has_` flag is.
@@ -80,6 +92,9 @@ const CommandConfig *config_find_command(const Config *c, const char *name, size
 typedef struct ConfigOverrides {
         const char *config_path; /* NULL: SYSCONFDIR/ipcd/ipcd.conf */
         bool has_max_clients, has_max_line_bytes, has_queue_limit, has_drain_timeout, has_log_level;
+        bool has_send_timeout, has_request_timeout;
+        unsigned send_timeout_sec;
+        unsigned request_timeout_sec;
         unsigned max_clients;
         size_t max_line_bytes;
         size_t queue_limit_bytes;

@@ -1,163 +1,406 @@
 /*
- * events.c - topics and fan-out; see events.h.
+ * events.c - the topic index and fan-out; see events.h for the locking.
  *
- * A client's topic list is changed only by its own reader thread, and only
- * under the registry lock; publishers read it under the same lock while
- * they walk the registry. A publisher never waits for a subscriber: an
- * event that would take a subscriber's queue past its limit disconnects
- * that subscriber instead (a slow consumer), and the publisher carries on.
+ * A publisher never waits for a subscriber: an event that would take a
+ * subscriber's queue past its limit disconnects that subscriber instead (a
+ * slow consumer), and the publisher carries on.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "events.h"
 #include "log.h"
 #include "server.h"
 
-static bool client_has_topic(const Client *c, const char *topic, size_t len)
+struct Topic {
+        Topic *next; /* hash chain */
+        uint64_t hash;
+        Client **subs; /* not referenced: see events.h */
+        size_t n_subs, cap;
+        size_t len;
+        char name[]; /* NUL-terminated */
+};
+
+/* Slow consumers kicked by one publish (the rest are cut off by the tick). */
+#define EVENTS_KICK_MAX 16
+
+static uint64_t topic_hash(const char *s, size_t len)
 {
-        for (size_t i = 0; i < c->n_topics; i++)
-                if (strlen(c->topics[i]) == len && memcmp(c->topics[i], topic, len) == 0)
+        uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+
+        for (size_t i = 0; i < len; i++)
+                h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+        return h;
+}
+
+int events_init(EventIndex *x)
+{
+        int r;
+
+        *x = (EventIndex){.n_buckets = 64};
+        x->buckets = calloc(x->n_buckets, sizeof(*x->buckets));
+        if (!x->buckets)
+                return -ENOMEM;
+        r = pthread_mutex_init(&x->lock, NULL);
+        if (r) {
+                free(x->buckets);
+                x->buckets = NULL;
+                return -r;
+        }
+        return 0;
+}
+
+void events_done(EventIndex *x)
+{
+        for (size_t i = 0; i < x->n_buckets; i++)
+                for (Topic *t = x->buckets[i], *n; t; t = n) {
+                        n = t->next;
+                        free(t->subs);
+                        free(t);
+                }
+        free(x->buckets);
+        x->buckets = NULL;
+        pthread_mutex_destroy(&x->lock);
+}
+
+static Topic *topic_find_locked(EventIndex *x, const char *name, size_t len, uint64_t h)
+{
+        for (Topic *t = x->buckets[h & (x->n_buckets - 1)]; t; t = t->next)
+                if (t->hash == h && t->len == len && memcmp(t->name, name, len) == 0)
+                        return t;
+        return NULL;
+}
+
+static void index_grow_locked(EventIndex *x)
+{
+        size_t n = x->n_buckets * 2;
+        Topic **b = calloc(n, sizeof(*b));
+
+        if (!b)
+                return; /* longer chains, still correct */
+        for (size_t i = 0; i < x->n_buckets; i++)
+                for (Topic *t = x->buckets[i], *next; t; t = next) {
+                        next = t->next;
+                        t->next = b[t->hash & (n - 1)];
+                        b[t->hash & (n - 1)] = t;
+                }
+        free(x->buckets);
+        x->buckets = b;
+        x->n_buckets = n;
+}
+
+static Topic *topic_get_locked(EventIndex *x, const char *name, size_t len, uint64_t h)
+{
+        Topic *t = topic_find_locked(x, name, len, h);
+
+        if (t)
+                return t;
+        t = calloc(1, sizeof(*t) + len + 1);
+        if (!t)
+                return NULL;
+        t->hash = h;
+        t->len = len;
+        memcpy(t->name, name, len);
+        if (x->n_topics >= x->n_buckets * 2)
+                index_grow_locked(x);
+        t->next = x->buckets[h & (x->n_buckets - 1)];
+        x->buckets[h & (x->n_buckets - 1)] = t;
+        x->n_topics++;
+        return t;
+}
+
+static void topic_free_locked(EventIndex *x, Topic *t)
+{
+        Topic **p = &x->buckets[t->hash & (x->n_buckets - 1)];
+
+        while (*p != t)
+                p = &(*p)->next;
+        *p = t->next;
+        x->n_topics--;
+        free(t->subs);
+        free(t);
+}
+
+/* Take c off t's list, and t off c's; frees t when it has no subscriber left. */
+static void unsubscribe_locked(EventIndex *x, Client *c, size_t k)
+{
+        Topic *t = c->subs[k];
+
+        for (size_t i = 0; i < t->n_subs; i++)
+                if (t->subs[i] == c) {
+                        t->subs[i] = t->subs[--t->n_subs];
+                        break;
+                }
+        /* c->subs keeps its order (at most EVENTS_MAX_TOPICS): `clients` lists it */
+        memmove(&c->subs[k], &c->subs[k + 1], (c->n_subs - k - 1) * sizeof(*c->subs));
+        c->n_subs--;
+        if (t->n_subs == 0)
+                topic_free_locked(x, t);
+}
+
+static int subscribe_locked(EventIndex *x, Client *c, const ProtoArg *a, uint64_t h)
+{
+        Topic *t = topic_get_locked(x, a->data, a->len, h);
+
+        if (!t)
+                return -ENOMEM;
+        if (t->n_subs == t->cap) {
+                size_t cap = t->cap ? t->cap * 2 : 4;
+                Client **n = realloc(t->subs, cap * sizeof(*n));
+                if (!n) {
+                        if (t->n_subs == 0)
+                                topic_free_locked(x, t);
+                        return -ENOMEM;
+                }
+                t->subs = n;
+                t->cap = cap;
+        }
+        t->subs[t->n_subs++] = c;
+        c->subs[c->n_subs++] = t; /* room for EVENTS_MAX_TOPICS was made before */
+        return 0;
+}
+
+static bool client_has_topic_locked(const Client *c, const Topic *t)
+{
+        for (size_t i = 0; i < c->n_subs; i++)
+                if (c->subs[i] == t)
                         return true;
         return false;
 }
 
-/* Subscribers must not be dropped for being quiet: no idle timeout for them. */
-static void client_set_idle_timeout(Client *c, unsigned sec)
+static int arg_compare(const void *a, const void *b)
 {
-        struct timeval tv = {.tv_sec = sec};
-        (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        const ProtoArg *x = *(const ProtoArg *const *)a, *y = *(const ProtoArg *const *)b;
+
+        if (x->len != y->len)
+                return x->len < y->len ? -1 : 1;
+        return memcmp(x->data, y->data, x->len);
+}
+
+/* The same, and equal ones in request order (the args are one array). */
+static int arg_compare_stable(const void *a, const void *b)
+{
+        const ProtoArg *x = *(const ProtoArg *const *)a, *y = *(const ProtoArg *const *)b;
+        int r = arg_compare(a, b);
+
+        return r ? r : (x < y ? -1 : x > y);
+}
+
+static int arg_compare_position(const void *a, const void *b)
+{
+        const ProtoArg *x = *(const ProtoArg *const *)a, *y = *(const ProtoArg *const *)b;
+
+        return x < y ? -1 : x > y;
+}
+
+/*
+ * The distinct topics of a request, checked, sorted and de-duplicated:
+ * all the work that needs no lock. Returns how many, or -EINVAL (a bad
+ * topic), -E2BIG (more than a client may hold), -ENOMEM.
+ */
+static ssize_t request_topics(const ProtoRequest *req, const ProtoArg ***ret, uint64_t **hashes)
+{
+        size_t n = req->n_args - 1, k = 0;
+        const ProtoArg **v;
+
+        for (size_t i = 1; i < req->n_args; i++)
+                if (!proto_topic_is_valid(req->args[i].data, req->args[i].len))
+                        return -EINVAL;
+        v = malloc(n * sizeof(*v));
+        *hashes = malloc(n * sizeof(**hashes));
+        if (!v || !*hashes) {
+                free(v);
+                free(*hashes);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++)
+                v[i] = &req->args[i + 1];
+        /* Sorted to find duplicates (the first of each kept), then back in
+         * the request's order: subscriptions are listed as they were made. */
+        qsort(v, n, sizeof(*v), arg_compare_stable);
+        for (size_t i = 0; i < n; i++)
+                if (k == 0 || arg_compare(&v[k - 1], &v[i]) != 0)
+                        v[k++] = v[i];
+        qsort(v, k, sizeof(*v), arg_compare_position);
+        if (k > EVENTS_MAX_TOPICS) {
+                free(v);
+                free(*hashes);
+                return -E2BIG;
+        }
+        for (size_t i = 0; i < k; i++)
+                (*hashes)[i] = topic_hash(v[i]->data, v[i]->len);
+        *ret = v;
+        return (ssize_t)k;
 }
 
 static int reply_count(Client *c, size_t n)
 {
         char buf[32];
         int len = snprintf(buf, sizeof(buf), "%zu", n);
+
         return proto_append_ok(&c->out, buf, (size_t)len) < 0 ? -ENOMEM : 0;
 }
 
-/*
- * Answer a subscription change while still holding the registry lock, so
- * the answer is queued before any event that a publisher can send once
- * the lock is released: the client sees OK first, then the events.
- */
-static int reply_count_locked(Client *c, size_t n)
-{
-        int r = reply_count(c, n);
-
-        if (r == 0)
-                (void)client_flush(c); /* on failure the reader notices the dead queue */
-        return r;
-}
+#define TOPIC_RULE "1-255 of A-Z a-z 0-9 . _ : / @ + -"
 
 int events_subscribe(Client *c, const ProtoRequest *req)
 {
-        Server *s = c->server;
-        size_t n_new = 0;
+        EventIndex *x = &c->server->events;
+        const ProtoArg **topics = NULL;
+        uint64_t *hashes = NULL;
+        size_t n_new = 0, added = 0;
+        ssize_t n;
         int r = 0;
 
-        for (size_t i = 1; i < req->n_args; i++)
-                if (!proto_topic_is_valid(req->args[i].data, req->args[i].len))
-                        return proto_append_err(&c->out, "bad-request",
-                                                "invalid topic: 1-%d of A-Z a-z 0-9 . _ : / @ "
-                                                "+ -",
-                                                PROTO_WORD_MAX) < 0
-                                   ? -ENOMEM
-                                   : 1;
+        n = request_topics(req, &topics, &hashes);
+        if (n == -EINVAL)
+                return reply_err(c, "bad-request", "invalid topic: " TOPIC_RULE);
+        if (n == -E2BIG)
+                return reply_err(c, "bad-request",
+                                 "at most %d topics per client; none of these were added",
+                                 EVENTS_MAX_TOPICS);
+        if (n < 0)
+                return reply_err(c, "failed", "out of memory");
 
-        /* Events will come: they need the sender thread. */
-        if (client_start_sender(c) < 0)
-                return proto_append_err(&c->out, "failed", "cannot start a sender thread") < 0
-                           ? -ENOMEM
-                           : 1;
-
-        pthread_mutex_lock(&s->lock);
-        /* All or nothing: count what is new (duplicates in the request too). */
-        for (size_t i = 1; i < req->n_args; i++) {
-                bool dup = client_has_topic(c, req->args[i].data, req->args[i].len);
-                for (size_t j = 1; j < i && !dup; j++)
-                        dup = req->args[j].len == req->args[i].len &&
-                              memcmp(req->args[j].data, req->args[i].data, req->args[i].len) == 0;
-                n_new += !dup;
+        /* Events will come: they need the sender thread, and room to be listed. */
+        if (client_start_sender(c) < 0) {
+                r = reply_err(c, "busy", "the server is out of threads; cannot deliver events");
+                goto out;
         }
-        if (c->n_topics + n_new > EVENTS_MAX_TOPICS) {
-                pthread_mutex_unlock(&s->lock);
-                return proto_append_err(&c->out, "bad-request", "at most %d topics per client",
-                                        EVENTS_MAX_TOPICS) < 0
-                           ? -ENOMEM
-                           : 1;
-        }
-        for (size_t i = 1; i < req->n_args && r == 0; i++) {
-                char **t, *dup;
-
-                if (client_has_topic(c, req->args[i].data, req->args[i].len))
-                        continue;
-                dup = strdup(req->args[i].data);
-                t = dup ? realloc(c->topics, (c->n_topics + 1) * sizeof(*t)) : NULL;
-                if (!t) {
-                        free(dup);
-                        r = -ENOMEM;
-                        break;
+        if (!c->subs) {
+                c->subs = malloc(EVENTS_MAX_TOPICS * sizeof(*c->subs));
+                if (!c->subs) {
+                        r = reply_err(c, "failed", "out of memory");
+                        goto out;
                 }
-                c->topics = t;
-                c->topics[c->n_topics++] = dup;
         }
-        if (r == 0) {
-                client_set_idle_timeout(c, 0);
-                r = reply_count_locked(c, c->n_topics);
-        }
-        pthread_mutex_unlock(&s->lock);
 
-        if (r == -ENOMEM)
-                return proto_append_err(&c->out, "failed", "out of memory") < 0 ? -ENOMEM : 1;
+        pthread_mutex_lock(&x->lock);
+        for (ssize_t i = 0; i < n; i++) {
+                Topic *t = topic_find_locked(x, topics[i]->data, topics[i]->len, hashes[i]);
+                if (!t || !client_has_topic_locked(c, t)) {
+                        topics[n_new] = topics[i];
+                        hashes[n_new++] = hashes[i];
+                }
+        }
+        if (c->n_subs + n_new > EVENTS_MAX_TOPICS) {
+                pthread_mutex_unlock(&x->lock);
+                r = reply_err(c, "bad-request",
+                              "at most %d topics per client (%zu now); none of these were added",
+                              EVENTS_MAX_TOPICS, c->n_subs);
+                goto out;
+        }
+        for (; added < n_new; added++)
+                if ((r = subscribe_locked(x, c, topics[added], hashes[added])) < 0)
+                        break;
+        if (r < 0) {
+                /* All or nothing: take back what this request added (each
+                 * went to the end of c->subs). */
+                while (added-- > 0)
+                        unsubscribe_locked(x, c, c->n_subs - 1);
+        } else {
+                /* The answer goes into the queue before the lock is released,
+                 * so no event on these topics can overtake it. Memory work
+                 * only: the sender (started above) writes it. */
+                r = reply_count(c, c->n_subs);
+                if (r == 0) {
+                        Buffer b = c->out;
+
+                        c->out = BUFFER_INIT;
+                        (void)queue_push(&c->queue, b.data, b.len); /* dead: the reader sees it */
+                }
+        }
+        pthread_mutex_unlock(&x->lock);
+        if (r < 0)
+                r = reply_err(c, "failed", "out of memory");
+out:
+        free(topics);
+        free(hashes);
         return r;
 }
 
 int events_unsubscribe(Client *c, const ProtoRequest *req)
 {
-        Server *s = c->server;
-        size_t n;
+        EventIndex *x = &c->server->events;
+        const ProtoArg **topics = NULL;
+        uint64_t *hashes = NULL;
+        ssize_t n = 0;
+        size_t left;
 
-        pthread_mutex_lock(&s->lock);
-        for (size_t i = 0; i < c->n_topics;) {
-                bool drop = req->n_args == 1;
-
-                for (size_t j = 1; j < req->n_args && !drop; j++)
-                        drop = strlen(c->topics[i]) == req->args[j].len &&
-                               memcmp(c->topics[i], req->args[j].data, req->args[j].len) == 0;
-                if (drop) {
-                        free(c->topics[i]);
-                        c->topics[i] = c->topics[--c->n_topics];
-                } else
-                        i++;
+        if (req->n_args > 1) {
+                n = request_topics(req, &topics, &hashes);
+                if (n == -EINVAL || n == -E2BIG)
+                        n = 0; /* topics it cannot hold: nothing to drop */
+                else if (n < 0)
+                        return reply_err(c, "failed", "out of memory");
         }
-        n = c->n_topics;
-        pthread_mutex_unlock(&s->lock);
-        /* No event can follow this answer, so it need not be queued under
-         * the lock (and must not: a flush may start the sender, which takes
-         * the lock). */
-        if (n == 0)
-                client_set_idle_timeout(c, c->config->client_idle_timeout_sec);
-        return reply_count(c, n);
+
+        pthread_mutex_lock(&x->lock);
+        if (req->n_args == 1)
+                while (c->n_subs > 0)
+                        unsubscribe_locked(x, c, c->n_subs - 1);
+        for (ssize_t i = 0; i < n; i++) {
+                Topic *t = topic_find_locked(x, topics[i]->data, topics[i]->len, hashes[i]);
+                for (size_t k = 0; t && k < c->n_subs; k++)
+                        if (c->subs[k] == t) {
+                                unsubscribe_locked(x, c, k);
+                                break;
+                        }
+        }
+        left = c->n_subs;
+        pthread_mutex_unlock(&x->lock);
+        free(topics);
+        free(hashes);
+        /* No event on a dropped topic can follow this answer: none is pushed
+         * for it once the lock is released. */
+        return reply_count(c, left);
+}
+
+void events_client_gone(Client *c)
+{
+        EventIndex *x = &c->server->events;
+
+        if (!c->subs)
+                return;
+        pthread_mutex_lock(&x->lock);
+        while (c->n_subs > 0)
+                unsubscribe_locked(x, c, c->n_subs - 1);
+        pthread_mutex_unlock(&x->lock);
+        free(c->subs);
+        c->subs = NULL;
+}
+
+int events_append_topics(Client *c, Buffer *b)
+{
+        EventIndex *x = &c->server->events;
+        int r = 0;
+
+        pthread_mutex_lock(&x->lock);
+        for (size_t k = 0; r >= 0 && k < c->n_subs; k++)
+                r = buffer_printf(b, "%s%s", k ? "," : "", c->subs[k]->name);
+        pthread_mutex_unlock(&x->lock);
+        return r;
 }
 
 int events_publish(Client *c, const ProtoRequest *req)
 {
         Server *s = c->server;
+        EventIndex *x = &s->events;
         const ProtoArg *topic = &req->args[1];
-        size_t delivered = 0, dropped = 0;
-        uint64_t slow[8];
-        size_t n_slow = 0;
+        size_t delivered = 0, dropped = 0, n_slow = 0;
+        Client *kick[EVENTS_KICK_MAX];
+        uint64_t slow_ids[8];
+        uint64_t h;
+        Topic *t;
         int r = 0;
 
         if (!proto_topic_is_valid(topic->data, topic->len))
-                return proto_append_err(&c->out, "bad-request", "invalid topic") < 0 ? -ENOMEM : 1;
+                return reply_err(c, "bad-request", "invalid topic: " TOPIC_RULE);
 
-        /* One frame, built once; each subscriber gets its own copy. */
+        /* One frame, built once, before the lock. */
         buffer_clear(&c->scratch);
         for (size_t i = 2; i < req->n_args && r >= 0; i++) {
                 if (i > 2)
@@ -174,15 +417,15 @@ int events_publish(Client *c, const ProtoRequest *req)
                 buffer_done(&msg);
         }
         if (r < 0)
-                return proto_append_err(&c->out, "failed", "out of memory") < 0 ? -ENOMEM : 1;
+                return reply_err(c, "failed", "out of memory");
+        h = topic_hash(topic->data, topic->len);
 
-        pthread_mutex_lock(&s->lock);
-        for (Client *sub = s->clients; sub; sub = sub->next) {
-                char *copy;
+        pthread_mutex_lock(&x->lock);
+        t = topic_find_locked(x, topic->data, topic->len, h);
+        for (size_t i = 0; t && i < t->n_subs; i++) {
+                Client *sub = t->subs[i];
+                char *copy = malloc(c->scratch.len);
 
-                if (!client_has_topic(sub, topic->data, topic->len))
-                        continue;
-                copy = malloc(c->scratch.len);
                 if (!copy) {
                         dropped++;
                         continue;
@@ -194,26 +437,35 @@ int events_publish(Client *c, const ProtoRequest *req)
                 else if (r == -ENOBUFS) {
                         /* Too slow to keep up: disconnect it rather than wait. */
                         dropped++;
-                        if (n_slow < ELEMENTSOF(slow))
-                                slow[n_slow] = sub->id;
-                        n_slow++;
-                        client_drop(sub, "slow-consumer",
-                                    "disconnected: too slow to take the events it subscribed to");
+                        if (client_drop_queue(sub, "slow-consumer",
+                                              "disconnected: too slow to take the events it "
+                                              "subscribed to") == 0) {
+                                if (n_slow < ELEMENTSOF(slow_ids))
+                                        slow_ids[n_slow] = sub->id;
+                                if (n_slow < ELEMENTSOF(kick))
+                                        kick[n_slow] = client_ref(sub);
+                                n_slow++;
+                        }
                 }
         }
-        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&x->lock);
 
+        for (size_t i = 0; i < MIN(n_slow, ELEMENTSOF(kick)); i++) {
+                client_kick(kick[i]);
+                client_unref(kick[i]);
+        }
         atomic_fetch_add_explicit(&s->stats.events_published, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->stats.events_delivered, delivered, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->stats.events_dropped, dropped, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->stats.slow_consumer_disconnects, n_slow,
                                   memory_order_relaxed);
-        for (size_t i = 0; i < MIN(n_slow, ELEMENTSOF(slow)); i++)
+        for (size_t i = 0; i < MIN(n_slow, ELEMENTSOF(slow_ids)); i++)
                 log_warning("client %" PRIu64 ": disconnected as a slow consumer: its queue "
                             "was over QueueLimitBytes=%zu when an event on '%s' came",
-                            slow[i], c->config->queue_limit_bytes, topic->data);
-        if (n_slow > ELEMENTSOF(slow))
-                log_warning("%zu more slow consumers disconnected", n_slow - ELEMENTSOF(slow));
+                            slow_ids[i], c->config->queue_limit_bytes, topic->data);
+        if (n_slow > ELEMENTSOF(slow_ids))
+                log_warning("%zu more slow consumers disconnected",
+                            n_slow - ELEMENTSOF(slow_ids));
 
         return reply_count(c, delivered);
 }

@@ -1,15 +1,49 @@
 /*
- * events.h - subscribe, unsubscribe and publish (SPEC §5): events fan out
- * from the publisher's reader thread onto each subscriber's queue.
+ * events.h - subscribe, unsubscribe and publish (SPEC §5): a topic index
+ * (topic -> subscribers), and the fan-out of events from the publisher's
+ * reader thread onto each subscriber's queue.
+ *
+ * Ownership and locking: the EventIndex belongs to the Server. Its `lock`
+ * (the events lock) guards the hash table, every Topic in it, and every
+ * client's list of subscriptions (Client.subs, n_subs). It is held for
+ * memory work only: lookups, list edits and queue pushes (a Queue's lock
+ * may be taken inside it, never the other way round); requests are parsed,
+ * validated and de-duplicated before it is taken, and nothing that logs or
+ * calls into a socket runs under it. The registry lock may be held around
+ * it (`clients` lists topics), never taken inside it.
+ *
+ * A Topic lists its subscribers without holding references: a client
+ * leaves every topic (events_client_gone()) before its reader thread ends,
+ * and so before its last reference can go.
  */
 #pragma once
+
+#include <pthread.h>
 
 #include "client.h"
 
 /* Most topics one client may subscribe to. */
 #define EVENTS_MAX_TOPICS 256
 
+typedef struct Topic Topic;
+
+typedef struct EventIndex {
+        pthread_mutex_t lock;
+        Topic **buckets; /* hash chains */
+        size_t n_buckets;
+        size_t n_topics;
+} EventIndex;
+
+int events_init(EventIndex *x);
+void events_done(EventIndex *x);
+
 /* Each appends the final frame to c->out; 0 = OK, 1 = ERR, -ENOMEM. */
 int events_subscribe(Client *c, const ProtoRequest *req);
 int events_unsubscribe(Client *c, const ProtoRequest *req);
 int events_publish(Client *c, const ProtoRequest *req);
+
+/* The client's reader is ending: leave every topic. */
+void events_client_gone(Client *c);
+
+/* Append the client's topics to b, comma-separated. Takes the events lock. */
+int events_append_topics(Client *c, Buffer *b);

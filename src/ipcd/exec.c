@@ -154,31 +154,26 @@ static void kill_group(pid_t pid, int sig)
                 (void)kill(pid, sig);
 }
 
-/* Reap the child; after `deadline` escalate to SIGKILL. Returns its status. */
-static int reap(pid_t pid, int pidfd, uint64_t deadline)
+static int poll_timeout(uint64_t deadline, uint64_t now)
 {
-        siginfo_t si = {0};
-
-        for (;;) {
-                uint64_t now = now_usec(CLOCK_MONOTONIC);
-                struct pollfd p = {.fd = pidfd, .events = POLLIN};
-                int timeout = deadline == UINT64_MAX ? -1
-                              : now >= deadline
-                                  ? 0
-                                  : (int)MIN((deadline - now + 999) / 1000, (uint64_t)INT32_MAX);
-
-                if (poll(&p, 1, timeout) == 0 && now_usec(CLOCK_MONOTONIC) >= deadline) {
-                        kill_group(pid, SIGKILL);
-                        deadline = UINT64_MAX;
-                        continue;
-                }
-                if (waitid(P_PID, (id_t)pid, &si, WEXITED) == 0)
-                        break;
-                if (errno != EINTR)
-                        return -1;
-        }
-        return si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status & 0x7f;
+        if (deadline == UINT64_MAX)
+                return -1;
+        return now >= deadline ? 0 : (int)MIN((deadline - now + 999) / 1000, (uint64_t)INT32_MAX);
 }
+
+/* One run of a configured command: what exec_run's steps share. */
+typedef struct ExecRun {
+        Client *c;
+        const CommandConfig *cmd;
+        pid_t pid;
+        int pidfd; /* owned */
+        int out;   /* owned: the read end of the command's stdout and stderr */
+        uint64_t start, deadline, total;
+        ExecEnd end;
+        bool exited; /* the leader exited (a zombie until reaped) */
+        int status;
+        char *buf; /* owned: EXEC_READ_CHUNK bytes */
+} ExecRun;
 
 static int append_more(Client *c, const char *data, size_t len)
 {
@@ -189,77 +184,93 @@ static int append_more(Client *c, const char *data, size_t len)
         return client_flush(c); /* line by line, as the command writes */
 }
 
-int exec_run(Client *c, const CommandConfig *cmd, const ProtoRequest *req)
+/* Arguments the command may take; 0, or the ERR frame's result. */
+static int exec_check(Client *c, const CommandConfig *cmd, const ProtoRequest *req)
 {
-        Server *s = c->server;
-        uint64_t start = now_usec(CLOCK_MONOTONIC), deadline, total = 0;
         size_t n_args = req->n_args - 1;
-        int pipefd[2] = {-1, -1}, pidfd = -1, status = -1, r;
-        char args[256], result[64], *buf = NULL;
-        ExecEnd end = EXEC_EXITED;
-        bool out_open = true, exited = false;
-        uint64_t next_probe = 0;
-        pid_t pid = 0;
-        unsigned running;
 
         if (cmd->max_args == 0 && n_args > 0)
-                return proto_append_err(&c->out, "bad-request", "%s takes no arguments",
-                                        cmd->name) < 0
-                           ? -ENOMEM
-                           : 1;
+                return reply_err(c, "bad-request", "%s takes no arguments", cmd->name);
         if (cmd->max_args > 0 && n_args > (size_t)cmd->max_args)
-                return proto_append_err(&c->out, "bad-request", "%s takes at most %d argument(s)",
-                                        cmd->name, cmd->max_args) < 0
-                           ? -ENOMEM
-                           : 1;
+                return reply_err(c, "bad-request", "%s takes at most %d argument(s)", cmd->name,
+                                 cmd->max_args);
         for (size_t i = 1; i < req->n_args; i++)
                 if (memchr(req->args[i].data, '\0', req->args[i].len))
-                        return proto_append_err(&c->out, "bad-request",
-                                                "arguments of %s cannot hold a NUL byte",
-                                                cmd->name) < 0
-                                   ? -ENOMEM
-                                   : 1;
+                        return reply_err(c, "bad-request",
+                                         "arguments of %s cannot hold a NUL byte", cmd->name);
+        return 0;
+}
 
-        running = atomic_fetch_add(&s->n_running, 1);
-        if (running >= c->config->max_running) {
-                atomic_fetch_sub(&s->n_running, 1);
-                log_client(LOG_NOTICE, c, "refused %s: MaxRunning=%u commands already running",
-                           cmd->name, c->config->max_running);
-                return proto_append_err(&c->out, "busy",
-                                        "MaxRunning=%u commands are running; try again later",
-                                        c->config->max_running) < 0
-                           ? -ENOMEM
-                           : 1;
+/* Start the command with its output on a pipe, watched by a pidfd; 0 or an errno. */
+static int exec_spawn(ExecRun *x, const ProtoRequest *req)
+{
+        int pipefd[2], r;
+
+        x->buf = malloc(EXEC_READ_CHUNK);
+        if (!x->buf)
+                return ENOMEM;
+        if (pipe2(pipefd, O_CLOEXEC) < 0)
+                return errno;
+        r = spawn(x->c, x->cmd, req, pipefd[1], &x->pid);
+        safe_close(pipefd[1]);
+        if (r != 0) {
+                safe_close(pipefd[0]);
+                x->pid = 0;
+                return r;
         }
-
-        describe_args(req, args, sizeof(args));
-        /* What this batch answered before goes out before the command's output. */
-        if (client_flush(c) < 0)
-                end = EXEC_CLIENT_GONE;
-
-        buf = malloc(EXEC_READ_CHUNK);
-        if (!buf || pipe2(pipefd, O_CLOEXEC) < 0) {
-                r = errno ? errno : ENOMEM;
-                goto spawn_failed;
-        }
-        r = spawn(c, cmd, req, pipefd[1], &pid);
-        pipefd[1] = safe_close(pipefd[1]);
-        if (r != 0)
-                goto spawn_failed;
-        pidfd = pidfd_open(pid, 0);
-        if (pidfd < 0) {
+        x->out = pipefd[0];
+        x->pidfd = pidfd_open(x->pid, 0);
+        if (x->pidfd < 0) {
                 /* Cannot watch it: do not let it run unsupervised. */
                 r = errno;
-                kill_group(pid, SIGKILL);
-                (void)waitpid(pid, NULL, 0);
-                pid = 0;
-                goto spawn_failed;
+                kill_group(x->pid, SIGKILL);
+                (void)waitpid(x->pid, NULL, 0);
+                x->pid = 0;
+                return r;
         }
+        return 0;
+}
 
-        deadline = cmd->timeout_sec ? start + (uint64_t)cmd->timeout_sec * 1000000 : UINT64_MAX;
-        while (end == EXEC_EXITED && (out_open || !exited)) {
-                /* The client socket with no events still reports a hang-up:
-                 * a client that closed its connection. */
+/* Output read from the command: MORE frames, with backpressure. */
+static void exec_output(ExecRun *x)
+{
+        ssize_t k = read(x->out, x->buf, EXEC_READ_CHUNK);
+        int r;
+
+        if (k < 0 && errno == EINTR)
+                return;
+        if (k <= 0) { /* the end, or (after the exit) nothing more right now */
+                x->out = safe_close(x->out);
+                return;
+        }
+        if (x->total + (uint64_t)k > x->cmd->max_output_bytes) {
+                k = (ssize_t)(x->cmd->max_output_bytes - x->total);
+                x->end = EXEC_TOO_MUCH_OUTPUT;
+        }
+        x->total += (uint64_t)k;
+        if (append_more(x->c, x->buf, (size_t)k) < 0) {
+                x->end = EXEC_CLIENT_GONE;
+                return;
+        }
+        /* A slow client slows the command down (its pipe fills), within the timeout. */
+        r = queue_wait_space_until(&x->c->queue, x->deadline);
+        if (r == -EPIPE)
+                x->end = EXEC_CLIENT_GONE;
+        else if (r == -ETIMEDOUT)
+                x->end = EXEC_TIMEOUT;
+}
+
+/*
+ * Stream the output until the command exits and its output ends, it runs
+ * past its deadline (checked every round, however fast it writes), writes
+ * too much, or the client goes away.
+ */
+static void exec_stream(ExecRun *x)
+{
+        Client *c = x->c;
+        uint64_t next_probe = 0;
+
+        while (x->end == EXEC_EXITED && (x->out >= 0 || !x->exited)) {
                 uint64_t now = now_usec(CLOCK_MONOTONIC);
                 /* With no events the client socket still reports a hang-up
                  * (a Unix peer that closed). A TCP peer that closes sends
@@ -267,30 +278,29 @@ int exec_run(Client *c, const CommandConfig *cmd, const ProtoRequest *req)
                  * waits for the output: on that, probe once a second. */
                 bool watch_rdhup = c->transport == TRANSPORT_TCP && now >= next_probe;
                 struct pollfd p[3] = {
-                    {.fd = out_open ? pipefd[0] : -1, .events = POLLIN},
-                    {.fd = exited ? -1 : pidfd, .events = POLLIN},
+                    {.fd = x->out, .events = POLLIN},
+                    {.fd = x->exited ? -1 : x->pidfd, .events = POLLIN},
                     {.fd = c->fd, .events = watch_rdhup ? POLLRDHUP : 0},
                 };
-                uint64_t wake =
-                    MIN(deadline, watch_rdhup || next_probe == 0 ? UINT64_MAX : next_probe);
-                int timeout = wake == UINT64_MAX ? -1
-                              : now >= wake
-                                  ? 0
-                                  : (int)MIN((wake - now + 999) / 1000, (uint64_t)INT32_MAX);
+                uint64_t wake = MIN(x->deadline, watch_rdhup || next_probe == 0 ? UINT64_MAX
+                                                                                 : next_probe);
 
-                if (queue_is_dead(&c->queue)) {
-                        end = EXEC_CLIENT_GONE;
+                if (now >= x->deadline) {
+                        x->end = EXEC_TIMEOUT;
                         break;
                 }
-                r = poll(p, 3, timeout);
-                if (r < 0 && errno != EINTR)
+                if (queue_is_dead(&c->queue)) {
+                        x->end = EXEC_CLIENT_GONE;
                         break;
-                if (r == 0 && now_usec(CLOCK_MONOTONIC) >= deadline) {
-                        end = EXEC_TIMEOUT;
+                }
+                if (poll(p, 3, poll_timeout(wake, now)) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        x->end = EXEC_CLIENT_GONE;
                         break;
                 }
                 if (p[2].revents & (POLLHUP | POLLERR)) {
-                        end = EXEC_CLIENT_GONE;
+                        x->end = EXEC_CLIENT_GONE;
                         break;
                 }
                 if (p[2].revents & POLLRDHUP) {
@@ -299,103 +309,97 @@ int exec_run(Client *c, const CommandConfig *cmd, const ProtoRequest *req)
                          * reset, which the next poll() reports as POLLERR. */
                         if (proto_append_frame(&c->out, PROTO_FRAME_MORE, NULL, NULL, 0) < 0 ||
                             client_flush(c) < 0) {
-                                end = EXEC_CLIENT_GONE;
+                                x->end = EXEC_CLIENT_GONE;
                                 break;
                         }
                         next_probe = now_usec(CLOCK_MONOTONIC) + EXEC_PROBE_USEC;
                 }
                 if (p[1].revents & POLLIN) {
-                        exited = true;
-                        /* A grandchild may hold the pipe: take what is there,
-                         * then stop reading. */
-                        (void)fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
+                        /* The leader exited and is a zombie until reaped, so
+                         * its group id is still ours: whatever it left in the
+                         * group goes now. Then take what is in the pipe. */
+                        x->exited = true;
+                        kill_group(x->pid, SIGKILL);
+                        (void)fcntl(x->out, F_SETFL, O_NONBLOCK);
                 }
-                if (out_open && (p[0].revents & (POLLIN | POLLHUP) || exited)) {
-                        ssize_t k = read(pipefd[0], buf, EXEC_READ_CHUNK);
-                        if (k < 0 && errno == EINTR)
-                                continue;
-                        if (k <= 0) {
-                                out_open = false;
-                                continue;
-                        }
-                        if (total + (uint64_t)k > cmd->max_output_bytes) {
-                                k = (ssize_t)(cmd->max_output_bytes - total);
-                                end = EXEC_TOO_MUCH_OUTPUT;
-                        }
-                        total += (uint64_t)k;
-                        if (append_more(c, buf, (size_t)k) < 0) {
-                                end = EXEC_CLIENT_GONE;
-                                break;
-                        }
-                        /* Backpressure: a slow client slows the command down
-                         * (its pipe fills), within the timeout. */
-                        r = queue_wait_space_until(&c->queue, deadline);
-                        if (r == -EPIPE)
-                                end = EXEC_CLIENT_GONE;
-                        else if (r == -ETIMEDOUT)
-                                end = EXEC_TIMEOUT;
+                if (x->out >= 0 && (p[0].revents & (POLLIN | POLLHUP) || x->exited))
+                        exec_output(x);
+        }
+}
+
+/*
+ * Reap the leader, and kill what is left of its group while the leader is
+ * still a zombie (its group id cannot be reused before). A timeout gets
+ * SIGTERM first and EXEC_KILL_GRACE_USEC before SIGKILL.
+ */
+static void exec_reap(ExecRun *x)
+{
+        uint64_t deadline = UINT64_MAX;
+        siginfo_t si = {0};
+
+        if (x->end == EXEC_TIMEOUT && !x->exited) {
+                kill_group(x->pid, SIGTERM);
+                deadline = now_usec(CLOCK_MONOTONIC) + EXEC_KILL_GRACE_USEC;
+        } else if (x->end != EXEC_EXITED)
+                kill_group(x->pid, SIGKILL);
+
+        for (;;) {
+                struct pollfd p = {.fd = x->pidfd, .events = POLLIN};
+
+                if (poll(&p, 1, poll_timeout(deadline, now_usec(CLOCK_MONOTONIC))) == 0) {
+                        kill_group(x->pid, SIGKILL);
+                        deadline = UINT64_MAX;
+                        continue;
+                }
+                /* Exited: WNOWAIT leaves it a zombie while its group goes. */
+                if (waitid(P_PID, (id_t)x->pid, &si, WEXITED | WNOWAIT) == 0)
+                        break;
+                if (errno != EINTR) {
+                        x->status = -1;
+                        return;
                 }
         }
+        kill_group(x->pid, SIGKILL);
+        while (waitid(P_PID, (id_t)x->pid, &si, WEXITED) < 0 && errno == EINTR)
+                ;
+        x->status = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status & 0x7f;
+}
 
-        switch (end) {
-        case EXEC_EXITED:
-                status = reap(pid, pidfd, UINT64_MAX);
-                break;
-        case EXEC_TIMEOUT:
-                kill_group(pid, SIGTERM);
-                status = reap(pid, pidfd, now_usec(CLOCK_MONOTONIC) + EXEC_KILL_GRACE_USEC);
-                break;
-        case EXEC_TOO_MUCH_OUTPUT:
-        case EXEC_CLIENT_GONE:
-                kill_group(pid, SIGKILL);
-                status = reap(pid, pidfd, UINT64_MAX);
-                break;
-        }
-        /* Whatever it started in its group goes with it, unless it exited
-         * cleanly on its own. */
-        if (end != EXEC_EXITED)
-                kill_group(pid, SIGKILL);
+/* The final frame and the journal entry. */
+static int exec_answer(ExecRun *x, const char *args)
+{
+        Client *c = x->c;
+        const char *name = x->cmd->name;
+        uint64_t dur = now_usec(CLOCK_MONOTONIC) - x->start;
+        char result[64];
+        int status = x->status, r;
 
-        safe_close(pidfd);
-        safe_close(pipefd[0]);
-        free(buf);
-        atomic_fetch_sub(&s->n_running, 1);
-
-        switch (end) {
+        switch (x->end) {
         case EXEC_EXITED:
                 if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
                         snprintf(result, sizeof(result), "ok");
                         r = proto_append_ok(&c->out, NULL, 0) < 0 ? -ENOMEM : 0;
                 } else if (status >= 0 && WIFEXITED(status)) {
                         snprintf(result, sizeof(result), "exit-%d", WEXITSTATUS(status));
-                        r = proto_append_err(&c->out, result, "%s exited with status %d", cmd->name,
-                                             WEXITSTATUS(status)) < 0
-                                ? -ENOMEM
-                                : 1;
+                        r = reply_err(c, result, "%s exited with status %d", name,
+                                      WEXITSTATUS(status));
                 } else {
                         int sig = status >= 0 ? status & 0x7f : 0;
                         snprintf(result, sizeof(result), "signal-%d", sig);
-                        r = proto_append_err(&c->out, result, "%s was killed by signal %d (%s)",
-                                             cmd->name, sig, strsignal(sig)) < 0
-                                ? -ENOMEM
-                                : 1;
+                        r = reply_err(c, result, "%s was killed by signal %d (%s)", name, sig,
+                                      strsignal(sig));
                 }
                 break;
         case EXEC_TIMEOUT:
                 snprintf(result, sizeof(result), "timeout");
-                r = proto_append_err(&c->out, "timeout",
-                                     "%s ran longer than TimeoutSec=%u and was killed", cmd->name,
-                                     cmd->timeout_sec) < 0
-                        ? -ENOMEM
-                        : 1;
+                r = reply_err(c, "timeout", "%s ran longer than TimeoutSec=%u and was killed", name,
+                              x->cmd->timeout_sec);
                 break;
         case EXEC_TOO_MUCH_OUTPUT:
                 snprintf(result, sizeof(result), "output-too-large");
-                r = proto_append_err(&c->out, "output-too-large",
-                                     "%s wrote more than MaxOutputBytes=%zu and was killed",
-                                     cmd->name, cmd->max_output_bytes) < 0
-                        ? -ENOMEM
-                        : 1;
+                r = reply_err(c, "output-too-large",
+                              "%s wrote more than MaxOutputBytes=%zu and was killed", name,
+                              x->cmd->max_output_bytes);
                 break;
         case EXEC_CLIENT_GONE:
         default:
@@ -403,29 +407,57 @@ int exec_run(Client *c, const CommandConfig *cmd, const ProtoRequest *req)
                 r = 1; /* nobody to answer */
                 break;
         }
-
-        {
-                uint64_t dur = now_usec(CLOCK_MONOTONIC) - start;
-                const char *name = cmd->name;
-
-                log_full(end == EXEC_EXITED ? LOG_INFO : LOG_WARNING, 0, c, &name, 1, result, dur,
-                         "ran %s%s as %s: %s after %" PRIu64 " ms, %" PRIu64 " bytes of output",
-                         name, args, role_to_string(atomic_load(&c->role)), result, dur / 1000,
-                         total);
-        }
+        log_full(x->end == EXEC_EXITED ? LOG_INFO : LOG_WARNING, 0, c, &name, 1, result, dur,
+                 "ran %s%s as %s: %s after %" PRIu64 " ms, %" PRIu64 " bytes of output", name,
+                 args, role_to_string(atomic_load(&c->role)), result, dur / 1000, x->total);
         return r;
+}
 
-spawn_failed:
-        safe_close(pipefd[0]);
-        safe_close(pipefd[1]);
-        free(buf);
-        atomic_fetch_sub(&s->n_running, 1);
-        {
-                const char *name = cmd->name;
-                log_full(LOG_ERR, r, c, &name, 1, "failed", now_usec(CLOCK_MONOTONIC) - start,
-                         "cannot run %s (%s): %m", name, cmd->argv[0]);
+int exec_run(Client *c, const CommandConfig *cmd, const ProtoRequest *req)
+{
+        Server *s = c->server;
+        ExecRun x = {.c = c, .cmd = cmd, .pidfd = -1, .out = -1, .status = -1};
+        char args[256];
+        unsigned running;
+        int r;
+
+        r = exec_check(c, cmd, req);
+        if (r != 0)
+                return r;
+
+        running = atomic_fetch_add(&s->n_running, 1);
+        if (running >= c->config->max_running) {
+                atomic_fetch_sub(&s->n_running, 1);
+                client_log_refusal(c, cmd->name, "busy",
+                                   "refused %s: MaxRunning=%u commands already running",
+                                   cmd->name, c->config->max_running);
+                return reply_err(c, "busy", "MaxRunning=%u commands are running; try again later",
+                                 c->config->max_running);
         }
-        return proto_append_err(&c->out, "failed", "cannot run %s: %s", cmd->name, strerror(r)) < 0
-                   ? -ENOMEM
-                   : 1;
+
+        describe_args(req, args, sizeof(args));
+        x.start = now_usec(CLOCK_MONOTONIC);
+        x.deadline = cmd->timeout_sec ? x.start + (uint64_t)cmd->timeout_sec * 1000000 : UINT64_MAX;
+        /* What this batch answered before goes out before the command's output. */
+        if (client_flush(c) < 0)
+                x.end = EXEC_CLIENT_GONE;
+
+        r = exec_spawn(&x, req);
+        if (r != 0) {
+                const char *name = cmd->name;
+
+                free(x.buf);
+                atomic_fetch_sub(&s->n_running, 1);
+                log_full(LOG_ERR, r, c, &name, 1, "failed", now_usec(CLOCK_MONOTONIC) - x.start,
+                         "cannot run %s (%s): %m", name, cmd->argv[0]);
+                return reply_err(c, "failed", "cannot run %s: %s", cmd->name, strerror(r));
+        }
+
+        exec_stream(&x);
+        exec_reap(&x);
+        safe_close(x.pidfd);
+        safe_close(x.out);
+        free(x.buf);
+        atomic_fetch_sub(&s->n_running, 1);
+        return exec_answer(&x, args);
 }

@@ -47,6 +47,10 @@ static void help(void)
                "                             (default 1M)\n"
                "      --drain-timeout SEC    at shutdown, how long clients may take their\n"
                "                             answers (default 5)\n"
+               "      --send-timeout SEC     drop a client whose socket takes no byte for SEC\n"
+               "                             (ClientSendTimeoutSec=, default 60; 0 never)\n"
+               "      --request-timeout SEC  drop a client that does not finish a request line\n"
+               "                             within SEC (RequestTimeoutSec=, default 30; 0 never)\n"
                "      --log-level LEVEL      err, warning, notice, info or debug (default info)\n"
                "  -h, --help                 show this help\n"
                "      --version              show the version\n"
@@ -64,6 +68,8 @@ static int parse_argv(int argc, char *argv[])
                 ARG_QUEUE_LIMIT,
                 ARG_DRAIN_TIMEOUT,
                 ARG_LOG_LEVEL,
+                ARG_SEND_TIMEOUT,
+                ARG_REQUEST_TIMEOUT,
                 ARG_VERSION,
                 ARG_CHECK_CONFIG,
         };
@@ -76,6 +82,8 @@ static int parse_argv(int argc, char *argv[])
             {"queue-limit", required_argument, NULL, ARG_QUEUE_LIMIT},
             {"drain-timeout", required_argument, NULL, ARG_DRAIN_TIMEOUT},
             {"log-level", required_argument, NULL, ARG_LOG_LEVEL},
+            {"send-timeout", required_argument, NULL, ARG_SEND_TIMEOUT},
+            {"request-timeout", required_argument, NULL, ARG_REQUEST_TIMEOUT},
             {"help", no_argument, NULL, 'h'},
             {"version", no_argument, NULL, ARG_VERSION},
             {},
@@ -147,6 +155,23 @@ static int parse_argv(int argc, char *argv[])
                         }
                         arg_overrides.drain_timeout_sec = v;
                         arg_overrides.has_drain_timeout = true;
+                        break;
+                case ARG_SEND_TIMEOUT:
+                case ARG_REQUEST_TIMEOUT:
+                        r = parse_uint(optarg, 86400 * 365, &v);
+                        if (r < 0) {
+                                fprintf(stderr, "ipcd: invalid --%s '%s'\n",
+                                        c == ARG_SEND_TIMEOUT ? "send-timeout" : "request-timeout",
+                                        optarg);
+                                return -EINVAL;
+                        }
+                        if (c == ARG_SEND_TIMEOUT) {
+                                arg_overrides.send_timeout_sec = v;
+                                arg_overrides.has_send_timeout = true;
+                        } else {
+                                arg_overrides.request_timeout_sec = v;
+                                arg_overrides.has_request_timeout = true;
+                        }
                         break;
                 case ARG_LOG_LEVEL:
                         r = log_level_from_string(optarg);

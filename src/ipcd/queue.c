@@ -164,6 +164,11 @@ int queue_push_bounded(Queue *q, char *data, size_t len)
         return queue_push_internal(q, data, len, true);
 }
 
+int queue_push(Queue *q, char *data, size_t len)
+{
+        return queue_push_internal(q, data, len, false);
+}
+
 void queue_set_limit(Queue *q, size_t limit)
 {
         pthread_mutex_lock(&q->lock);
@@ -217,6 +222,30 @@ Chunk *queue_take_all(Queue *q)
         q->busy = true;
         pthread_mutex_unlock(&q->lock);
         return c;
+}
+
+Chunk *queue_take_all_now(Queue *q)
+{
+        Chunk *c = NULL;
+
+        pthread_mutex_lock(&q->lock);
+        if (!q->dead && !q->busy && q->head) {
+                c = q->head;
+                q->head = q->tail = NULL;
+                q->busy = true;
+        }
+        pthread_mutex_unlock(&q->lock);
+        return c;
+}
+
+bool queue_is_drained(Queue *q)
+{
+        bool d;
+
+        pthread_mutex_lock(&q->lock);
+        d = q->dead || (q->closed && !q->head && !q->busy);
+        pthread_mutex_unlock(&q->lock);
+        return d;
 }
 
 void queue_sender_done(Queue *q)

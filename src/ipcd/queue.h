@@ -60,6 +60,8 @@ ssize_t queue_write_or_push(Queue *q, int fd, char *data, size_t len);
  * it would take the queue past its limit: the subscriber is too slow.
  */
 int queue_push_bounded(Queue *q, char *data, size_t len);
+/* Queue a batch whatever the limit (an answer); -EPIPE if dead or closed. */
+int queue_push(Queue *q, char *data, size_t len);
 /* Block while over the limit; -EPIPE if the queue is dead. */
 int queue_wait_space(Queue *q);
 /* The same, giving up with -ETIMEDOUT at `deadline` (CLOCK_MONOTONIC usec). */
@@ -71,6 +73,10 @@ void queue_set_limit(Queue *q, size_t limit);
  * done: closed and drained, or dead.
  */
 Chunk *queue_take_all(Queue *q);
+/* The same without waiting: NULL if nothing is queued or someone writes. */
+Chunk *queue_take_all_now(Queue *q);
+/* Closed, and everything taken and written (or dead). */
+bool queue_is_drained(Queue *q);
 /* The sender has written n bytes that it took. */
 void queue_sent(Queue *q, size_t n);
 /* The sender has written (or dropped) everything it took. */

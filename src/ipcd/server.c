@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,11 @@ static void on_signal(int sig)
         errno = saved;
 }
 
+/* Only interrupts a reader's read(); the reader looks at its flags. */
+static void on_wake(int sig)
+{
+}
+
 int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
 {
         pthread_condattr_t ca;
@@ -74,13 +80,20 @@ int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
                 r = pthread_mutex_init(&s->reload_lock, NULL);
         if (!r)
                 r = pthread_mutex_init(&s->auth_lock, NULL);
+        if (!r)
+                r = pthread_mutex_init(&s->refusal_lock, NULL);
         if (r)
                 return -r;
-        /* At most 10 failed auth attempts a second across all clients. */
-        s->auth_failures_rl = RATELIMIT_INIT(1000000, 10);
-        /* and at most 20 journal entries about them in 10 s, with a count of
-         * what was left out. */
+        r = events_init(&s->events);
+        if (r < 0)
+                return r;
+        r = peers_init(&s->peers);
+        if (r < 0)
+                return r;
+        /* At most 20 journal entries about failed auth in 10 s, with a count
+         * of what was left out; and 50 about other refused requests. */
         s->auth_log_rl = RATELIMIT_INIT(10 * 1000000, 20);
+        s->refusal_rl = RATELIMIT_INIT(10 * 1000000, 50);
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         r = pthread_cond_init(&s->drained, &ca);
@@ -99,22 +112,45 @@ int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
 
 void server_done(Server *s)
 {
+        unsigned left;
+
+        /* The signal handler must never see a closed (or reused) fd. */
+        signal_wake_fd = -1;
+        s->wake_fd = safe_close(s->wake_fd);
         for (size_t i = 0; i < s->n_listeners; i++)
                 listener_close(&s->listeners[i]);
+
+        pthread_mutex_lock(&s->lock);
+        left = s->n_clients;
+        pthread_mutex_unlock(&s->lock);
+        /* Threads that outlived the drain timeout may still use the rest
+         * (`stats` reads the listener names): leave it to the process exit,
+         * which is next, and they die with it. */
+        if (left > 0)
+                return;
         free(s->listeners);
         s->listeners = NULL;
         s->n_listeners = 0;
-        s->wake_fd = safe_close(s->wake_fd);
-        signal_wake_fd = -1;
-        /* Threads that outlived the drain timeout may still use the rest;
-         * the process is about to exit and they die with it. */
-        if (s->n_clients == 0) {
-                config_unref(s->config);
-                s->config = NULL;
-                pthread_attr_destroy(&s->thread_attr);
-                pthread_cond_destroy(&s->drained);
-                pthread_mutex_destroy(&s->lock);
-        }
+        config_unref(s->config);
+        s->config = NULL;
+        events_done(&s->events);
+        peers_done(&s->peers);
+        pthread_attr_destroy(&s->thread_attr);
+        pthread_cond_destroy(&s->drained);
+        pthread_mutex_destroy(&s->refusal_lock);
+        pthread_mutex_destroy(&s->auth_lock);
+        pthread_mutex_destroy(&s->reload_lock);
+        pthread_mutex_destroy(&s->lock);
+}
+
+Config *server_config(Server *s)
+{
+        Config *c;
+
+        pthread_mutex_lock(&s->lock);
+        c = config_ref(s->config);
+        pthread_mutex_unlock(&s->lock);
+        return c;
 }
 
 static int server_add_listener(Server *s, Listener *l)
@@ -224,16 +260,32 @@ int server_open_listeners(Server *s, char **specs, size_t n_specs)
 }
 
 /* Answer `ERR busy` and close: for clients refused before they get threads. */
-static void refuse(Server *s, int fd, const char *why)
-{
-        Buffer b = BUFFER_INIT;
+static void refuse(Server *s, Client *c, atomic_uint_fast64_t *counter, const char *fmt, ...)
+        _printf_(4, 5);
 
-        if (proto_append_err(&b, "busy", "%s", why) >= 0)
-                (void)send(fd, b.data, b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        buffer_done(&b);
-        (void)shutdown(fd, SHUT_WR);
-        close(fd);
+static void refuse(Server *s, Client *c, atomic_uint_fast64_t *counter, const char *fmt, ...)
+{
+        static RateLimit rl = RATELIMIT_INIT(10 * 1000000, 5); /* main thread only */
+        Buffer b = BUFFER_INIT;
+        char why[160];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(why, sizeof(why), fmt, ap);
+        va_end(ap);
+        /* Counted before the client can see the refusal. */
         atomic_fetch_add_explicit(&s->stats.clients_refused, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+        if (proto_append_err(&b, "busy", "%s", why) >= 0)
+                (void)send(c->fd, b.data, b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        buffer_done(&b);
+        (void)shutdown(c->fd, SHUT_WR);
+        if (ratelimit_below(&rl)) {
+                log_warning("Refusing a client from %s: %s%s", c->peer, why,
+                            rl.suppressed ? " (similar entries were suppressed)" : "");
+                rl.suppressed = 0;
+        }
+        client_unref(c); /* closes the fd */
 }
 
 static void registry_remove_locked(Server *s, Client *c)
@@ -246,6 +298,7 @@ static void registry_remove_locked(Server *s, Client *c)
                 c->next->prev = c->prev;
         c->prev = c->next = NULL;
         s->n_clients--;
+        peers_remove(&s->peers, &c->peer_key);
         pthread_cond_broadcast(&s->drained);
 }
 
@@ -254,6 +307,8 @@ void server_client_thread_done(Server *s, Client *c)
         bool gone;
 
         pthread_mutex_lock(&s->lock);
+        if (c->reader_running && pthread_equal(c->reader, pthread_self()))
+                c->reader_running = false;
         gone = --c->n_threads == 0;
         if (gone)
                 registry_remove_locked(s, c);
@@ -271,72 +326,115 @@ void server_client_thread_done(Server *s, Client *c)
                                       c->commands_used[i]);
                 if (o > 0 && o < sizeof(list) - 1)
                         strcat(list, ")");
+                if (c->n_refusals_suppressed > 0)
+                        snprintf(list + strlen(list), sizeof(list) - strlen(list),
+                                 "; %" PRIu64 " more refused request(s) not logged",
+                                 c->n_refusals_suppressed);
                 log_full(LOG_INFO, 0, c, (const char *const *)c->commands_used, c->n_commands_used,
                          NULL, UINT64_MAX, "disconnected after %" PRIu64 " command(s)%s",
                          (uint64_t)atomic_load(&c->n_commands), list);
         }
 }
 
+/*
+ * Admission, under the registry lock: MaxClients=, then the admin reserve
+ * above it (admin peers only), then the caps per uid (Unix peers that are
+ * not admin) and per address (TCP peers). NULL if admitted, else why not.
+ */
+static atomic_uint_fast64_t *admit_locked(Server *s, Client *c, const Config *config, char *why,
+                                          size_t size)
+{
+        bool admin = atomic_load(&c->role) == ROLE_ADMIN;
+        unsigned n;
+
+        if (s->n_clients >= config->max_clients + (admin ? config->admin_reserve : 0)) {
+                snprintf(why, size, "too many clients (MaxClients=%u%s)", config->max_clients,
+                         admin && config->admin_reserve ? " and the admin reserve" : "");
+                return &s->stats.refused_max_clients;
+        }
+        c->admin_slot = s->n_clients >= config->max_clients;
+        if (c->peer_key.kind == PEER_UID && !admin) {
+                n = peers_count(&s->peers, &c->peer_key);
+                if (n >= config_max_per_uid(config)) {
+                        snprintf(why, size, "too many clients for uid %u (MaxClientsPerUID=%u)",
+                                 (unsigned)c->cred.uid, config_max_per_uid(config));
+                        return &s->stats.refused_per_uid;
+                }
+        } else if (c->peer_key.kind == PEER_ADDRESS) {
+                n = peers_count(&s->peers, &c->peer_key);
+                if (n >= config_max_per_address(config)) {
+                        snprintf(why, size, "too many clients from this address "
+                                            "(MaxClientsPerAddress=%u)",
+                                 config_max_per_address(config));
+                        return &s->stats.refused_per_address;
+                }
+        }
+        if (peers_add(&s->peers, &c->peer_key) < 0) {
+                snprintf(why, size, "out of memory");
+                return &s->stats.refused_max_clients;
+        }
+        return NULL;
+}
+
 static void server_add_client(Server *s, Listener *l, int fd, const Address *a)
 {
-        static RateLimit busy_rl = RATELIMIT_INIT(10 * 1000000, 5);
+        atomic_uint_fast64_t *refused;
         sigset_t all, old;
+        Config *config;
+        char why[128];
         Client *c = NULL;
-        pthread_t t;
         int r;
 
-        pthread_mutex_lock(&s->lock);
-        r = s->n_clients >= s->config->max_clients;
-        pthread_mutex_unlock(&s->lock);
-        if (r) {
-                if (ratelimit_below(&busy_rl))
-                        log_warning("MaxClients=%u reached, refusing a client on %s",
-                                    s->config->max_clients, l->name);
-                refuse(s, fd, "too many clients");
-                return;
-        }
-
-        r = client_new(s, fd, &a->sa, a->len, &c);
+        r = client_new(s, fd, &a->sa, a->len, l->transport, &c);
         if (r < 0) {
                 log_warning_errno(r, "Failed to set up a client on %s, dropping it: %m", l->name);
                 return;
         }
-        if (l->transport != c->transport) {
-                /* Trust the listener over the peer address family. */
-                c->transport = l->transport;
-        }
+        if (c->transport == TRANSPORT_UNIX && atomic_load(&c->role) != ROLE_ADMIN)
+                c->peer_key = peer_key_uid(c->cred.uid);
+        else if (c->transport == TRANSPORT_TCP)
+                c->peer_key = peer_key_address(&a->sa);
 
+        config = c->config;
         pthread_mutex_lock(&s->lock);
-        c->id = ++s->next_id;
-        c->next = s->clients;
-        if (s->clients)
-                s->clients->prev = c;
-        s->clients = c;
-        s->n_clients++;
-        c->n_threads = 1; /* the reader; it starts the sender when needed */
+        refused = admit_locked(s, c, config, why, sizeof(why));
+        if (!refused) {
+                c->id = ++s->next_id;
+                c->next = s->clients;
+                if (s->clients)
+                        s->clients->prev = c;
+                s->clients = c;
+                s->n_clients++;
+                c->n_threads = 1; /* the reader; it starts the sender when needed */
+                c->reader_running = true;
+                /* Client threads never take signals (the main loop does),
+                 * but for the reader's wake-up signal, which it unblocks. */
+                sigfillset(&all);
+                pthread_sigmask(SIG_SETMASK, &all, &old);
+                r = pthread_create(&c->reader, &s->thread_attr, client_reader_thread,
+                                   client_ref(c));
+                pthread_sigmask(SIG_SETMASK, &old, NULL);
+                if (r) {
+                        c->n_threads = 0;
+                        c->reader_running = false;
+                        registry_remove_locked(s, c);
+                }
+        }
         pthread_mutex_unlock(&s->lock);
-        atomic_fetch_add_explicit(&s->stats.clients_total, 1, memory_order_relaxed);
 
-        log_client(LOG_INFO, c, "connected on %s from %s", l->name, c->peer);
-
-        /* Client threads never take signals: the main loop does. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-
-        r = pthread_create(&t, &s->thread_attr, client_reader_thread, client_ref(c));
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (refused) {
+                refuse(s, c, refused, "%s", why);
+                return;
+        }
         if (r) {
                 client_unref(c); /* the reader's reference */
-                log_warning_errno(
-                    r, "Failed to start a reader thread, refusing client %" PRIu64 ": %m", c->id);
-                (void)proto_append_err(&c->out, "busy", "server out of threads");
-                (void)send(c->fd, c->out.data, c->out.len, MSG_DONTWAIT | MSG_NOSIGNAL);
-                atomic_fetch_add_explicit(&s->stats.clients_refused, 1, memory_order_relaxed);
-                pthread_mutex_lock(&s->lock);
-                c->n_threads = 0;
-                registry_remove_locked(s, c);
-                pthread_mutex_unlock(&s->lock);
+                log_warning_errno(r, "Failed to start a reader thread, refusing a client: %m");
+                refuse(s, c, &s->stats.refused_threads, "server out of threads");
+                return;
         }
+        atomic_fetch_add_explicit(&s->stats.clients_total, 1, memory_order_relaxed);
+        log_client(LOG_INFO, c, "connected on %s from %s%s", l->name, c->peer,
+                   c->admin_slot ? " (admin reserve)" : "");
         client_unref(c);
 }
 
@@ -379,44 +477,61 @@ static void server_accept(Server *s, Listener *l, uint64_t *paused_until)
         }
 }
 
+/* How often the drain re-kicks readers that have not noticed the stop yet. */
+#define DRAIN_KICK_USEC (20 * 1000)
+
+static struct timespec timespec_at(uint64_t usec)
+{
+        return (struct timespec){.tv_sec = usec / 1000000, .tv_nsec = (usec % 1000000) * 1000};
+}
+
 static int server_drain(Server *s)
 {
-        struct timespec deadline;
-        uint64_t until;
-        unsigned left;
+        Config *config = server_config(s);
+        struct timespec ts;
+        uint64_t until, now;
+        unsigned n, left;
 
         (void)sd_notify(false, "STOPPING=1\nSTATUS=Stopping");
         for (size_t i = 0; i < s->n_listeners; i++)
                 listener_close(&s->listeners[i]);
 
-        until = now_usec(CLOCK_MONOTONIC) + (uint64_t)s->config->drain_timeout_sec * 1000000;
-        deadline =
-            (struct timespec){.tv_sec = until / 1000000, .tv_nsec = (until % 1000000) * 1000};
+        until = now_usec(CLOCK_MONOTONIC) + (uint64_t)config->drain_timeout_sec * 1000000;
 
         pthread_mutex_lock(&s->lock);
         s->stopping = true;
-        log_info("Stopping: answering what %u client(s) already sent", s->n_clients);
+        n = s->n_clients;
         for (Client *c = s->clients; c; c = c->next)
-                client_stop_reading(c);
-        while (s->n_clients > 0)
-                if (pthread_cond_timedwait(&s->drained, &s->lock, &deadline) == ETIMEDOUT)
-                        break;
+                client_stop_reading_locked(c);
+        pthread_mutex_unlock(&s->lock);
+        log_info("Stopping: answering what %u client(s) already sent", n);
 
+        /* Each reader answers what it had received, then lingers until its
+         * answers are taken. A kick can come just before a reader blocks in
+         * read(): kick again those that have not seen it. */
+        pthread_mutex_lock(&s->lock);
+        while (s->n_clients > 0 && (now = now_usec(CLOCK_MONOTONIC)) < until) {
+                ts = timespec_at(MIN(until, now + DRAIN_KICK_USEC));
+                if (pthread_cond_timedwait(&s->drained, &s->lock, &ts) == ETIMEDOUT)
+                        for (Client *c = s->clients; c; c = c->next)
+                                if (!atomic_load(&c->stop_seen))
+                                        client_kick_locked(c);
+        }
         left = s->n_clients;
         if (left > 0) {
-                log_warning("DrainTimeoutSec=%u passed, closing %u client(s) that did not "
-                            "take their answers",
-                            s->config->drain_timeout_sec, left);
                 for (Client *c = s->clients; c; c = c->next)
                         client_abort(c);
-                until = now_usec(CLOCK_MONOTONIC) + 1000000;
-                deadline = (struct timespec){.tv_sec = until / 1000000,
-                                             .tv_nsec = (until % 1000000) * 1000};
+                ts = timespec_at(now_usec(CLOCK_MONOTONIC) + 1000000);
                 while (s->n_clients > 0)
-                        if (pthread_cond_timedwait(&s->drained, &s->lock, &deadline) == ETIMEDOUT)
+                        if (pthread_cond_timedwait(&s->drained, &s->lock, &ts) == ETIMEDOUT)
                                 break;
         }
         pthread_mutex_unlock(&s->lock);
+        if (left > 0)
+                log_warning("DrainTimeoutSec=%u passed, closed %u client(s) that did not "
+                            "take their answers",
+                            config->drain_timeout_sec, left);
+        config_unref(config);
         log_info("Stopped");
         return 0;
 }
@@ -474,8 +589,8 @@ static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since, uint64_t
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         uint64_t until = now_usec(CLOCK_REALTIME) + 2 * 1000000;
         struct timespec deadline = {.tv_sec = until / 1000000, .tv_nsec = (until % 1000000) * 1000};
+        unsigned n_clients, exit_idle_sec;
         uint64_t commands;
-        unsigned n_clients;
 
         if (pthread_mutex_timedlock(&s->lock, &deadline) != 0) {
                 if (ratelimit_below(&wedged_rl))
@@ -484,6 +599,7 @@ static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since, uint64_t
                 return false;
         }
         n_clients = s->n_clients;
+        exit_idle_sec = s->config->exit_idle_sec;
         /* Dropped clients whose sender could not finish in time (it is
          * stuck writing to a peer that does not read): cut them off. */
         for (Client *c = s->clients; c; c = c->next) {
@@ -505,18 +621,19 @@ static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since, uint64_t
                                  n_clients, commands);
         }
 
-        if (!s->socket_activated || s->config->exit_idle_sec == 0 || n_clients > 0) {
+        if (!s->socket_activated || exit_idle_sec == 0 || n_clients > 0) {
                 *idle_since = 0;
                 return false;
         }
         if (*idle_since == 0)
                 *idle_since = now;
-        return now - *idle_since >= (uint64_t)s->config->exit_idle_sec * 1000000;
+        return now - *idle_since >= (uint64_t)exit_idle_sec * 1000000;
 }
 
 int server_run(Server *s)
 {
-        struct sigaction sa = {.sa_handler = on_signal};
+        /* No SA_RESTART: a reader's read() returns EINTR (client_kick). */
+        struct sigaction sa = {.sa_handler = on_signal}, wake_sa = {.sa_handler = on_wake};
         uint64_t paused_until = 0, next_tick, tick_usec = 1000000, watchdog_usec = 0;
         uint64_t idle_since = 0, last_status = UINT64_MAX;
         bool watchdog, idle_exit = false;
@@ -525,7 +642,7 @@ int server_run(Server *s)
         signal_wake_fd = s->wake_fd;
         sigemptyset(&sa.sa_mask);
         if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
-            sigaction(SIGHUP, &sa, NULL) < 0)
+            sigaction(SIGHUP, &sa, NULL) < 0 || sigaction(CLIENT_WAKE_SIGNAL, &wake_sa, NULL) < 0)
                 return log_error_errno(errno, "Failed to install signal handlers: %m");
 
         watchdog = sd_watchdog_enabled(false, &watchdog_usec) > 0;
@@ -591,10 +708,14 @@ int server_run(Server *s)
                                 server_accept(s, &s->listeners[i], &paused_until);
         }
 
-        if (idle_exit)
+        if (idle_exit) {
+                Config *config = server_config(s);
+
                 log_info("No clients for ExitIdleSec=%u, exiting; systemd starts ipcd again on "
                          "the next connection",
-                         s->config->exit_idle_sec);
+                         config->exit_idle_sec);
+                config_unref(config);
+        }
         else
                 log_info("Received %s", got_terminate == SIGINT ? "SIGINT" : "SIGTERM");
         return server_drain(s);

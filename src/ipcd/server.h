@@ -2,11 +2,22 @@
  * server.h - the daemon: listeners, the select() accept loop, the client
  * registry, statistics and shutdown.
  *
- * The main thread owns the Server and everything in it that is not under
- * `lock`. `lock` (the registry lock) guards the client list, n_clients,
- * next_id and stopping; it is held only for short, non-blocking work, and
- * a Queue's lock may be taken inside it (never the other way round).
- * Statistics are atomics, updated by any thread without a lock.
+ * The main thread owns the Server. Its locks, and what each guards:
+ *
+ *   lock (the registry lock): the client list, n_clients, next_id, the
+ *     per-peer counts (`peers`), each client's n_threads, reader and
+ *     reader_running, `config` (the pointer; read it with server_config())
+ *     and `stopping`. Held only for memory work: no socket call, no
+ *     logging, no allocation that can be avoided. The events lock and a
+ *     Queue's lock may be taken inside it, never the other way round.
+ *   events.lock: the topic index (events.h).
+ *   reload_lock: one reload at a time; taken before `lock`, never inside it.
+ *   auth_lock: the failed-auth bookkeeping per source (commands.c).
+ *   refusal_lock: the server-wide limit on refusal log entries.
+ *
+ * Everything else is set before the first client thread starts and
+ * immutable after (listeners, overrides, socket_activated), or atomic
+ * (statistics, config_generation, n_running).
  */
 #pragma once
 
@@ -19,7 +30,9 @@
 #include "address.h"
 #include "client.h"
 #include "conf.h"
+#include "events.h"
 #include "log.h"
+#include "peers.h"
 
 typedef struct Listener {
         int fd; /* owned */
@@ -30,7 +43,14 @@ typedef struct Listener {
 
 typedef struct Stats {
         atomic_uint_fast64_t clients_total;
-        atomic_uint_fast64_t clients_refused;
+        atomic_uint_fast64_t clients_refused; /* all of the four below */
+        atomic_uint_fast64_t refused_max_clients;
+        atomic_uint_fast64_t refused_per_uid;
+        atomic_uint_fast64_t refused_per_address;
+        atomic_uint_fast64_t refused_threads;
+        atomic_uint_fast64_t request_timeouts;
+        atomic_uint_fast64_t send_timeouts;
+        atomic_uint_fast64_t refusals_not_logged;
         atomic_uint_fast64_t commands_ok;
         atomic_uint_fast64_t commands_failed;
         atomic_uint_fast64_t bytes_in;
@@ -41,14 +61,26 @@ typedef struct Stats {
         atomic_uint_fast64_t slow_consumer_disconnects;
 } Stats;
 
+/* Failed auth attempts remembered per source address (commands.c). */
+#define AUTH_SOURCES 256
+
+typedef struct AuthSource {
+        PeerKey key;
+        uint64_t since_usec; /* start of its window (monotonic) */
+        unsigned failures;   /* in that window */
+} AuthSource;
+
 typedef struct Server {
         Config *config;                         /* current; swapped under `lock` (server_reload) */
         atomic_uint_fast64_t config_generation; /* bumped after each swap */
         pthread_mutex_t reload_lock;            /* one reload at a time (SIGHUP, `reload`) */
         atomic_uint n_running;                  /* configured commands running now (MaxRunning=) */
-        pthread_mutex_t auth_lock;              /* guards the two auth rate limits */
-        RateLimit auth_failures_rl;             /* failed auth attempts, server-wide */
-        RateLimit auth_log_rl;                  /* journal entries about them */
+        pthread_mutex_t auth_lock;              /* guards auth_sources and auth_log_rl */
+        AuthSource auth_sources[AUTH_SOURCES];
+        RateLimit auth_log_rl;                  /* journal entries about failures */
+        pthread_mutex_t refusal_lock;           /* guards refusal_rl */
+        RateLimit refusal_rl;                   /* refusal entries, server-wide */
+        EventIndex events;
         ConfigOverrides overrides;              /* the command line, re-applied on reload */
         Listener *listeners;
         size_t n_listeners;
@@ -62,6 +94,7 @@ typedef struct Server {
         pthread_cond_t drained; /* signalled when a client leaves the registry */
         Client *clients;
         unsigned n_clients;
+        PeerTable peers;
         uint64_t next_id;
         bool stopping;
 } Server;
@@ -86,3 +119,6 @@ int server_reload(Server *s, Buffer *errors);
 
 /* A client's thread has ended; the last one takes it out of the registry. */
 void server_client_thread_done(Server *s, Client *c);
+
+/* The current configuration, referenced (config_unref() it). Any thread. */
+Config *server_config(Server *s);
