@@ -29,7 +29,9 @@ def unprivileged():
 class Limited:
     """ipcd as `nobody` under prlimit, listening in a world-writable dir."""
 
-    def __init__(self, *limits):
+    def __init__(self, *limits, uid=None):
+        """uid: a numeric uid of its own (no other process runs as it, so
+        RLIMIT_NPROC counts exactly ipcd's threads), else nobody."""
         unprivileged()
         # nobody must reach both the binary and the socket's directory,
         # wherever the tree is (a clone under /root is 0700)
@@ -37,7 +39,9 @@ class Limited:
         os.chmod(self.dir, 0o777)
         self.path = os.path.join(self.dir, "ipcd.sock")
         self.err = open(os.path.join(self.dir, "stderr"), "wb")
-        argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+        ids = ["--reuid=%d" % uid, "--regid=%d" % uid] if uid else ["--reuid=nobody",
+                                                                   "--regid=nogroup"]
+        argv = ["setpriv"] + ids + ["--clear-groups",
                 "prlimit"] + list(limits) + ["--", ipcdtest.for_other_users(ipcdtest.IPCD), "--listen", "unix:" + self.path]
         self.proc = subprocess.Popen(argv, stderr=self.err, stdin=subprocess.DEVNULL, cwd="/",
                                      env=ipcdtest.sanitizer_env_into(self.dir))
@@ -146,8 +150,42 @@ def test_fd_exhaustion_waits_in_backlog_without_spinning():
         d.close()
 
 
+def test_out_of_threads_loses_no_answer():
+    """RLIMIT_NPROC leaves room for the reader only: subscribe cannot start
+    the sender and says so (ERR busy), the answers around it still arrive,
+    and answers too big for the socket are written by the reader itself."""
+    uid = 1900000000 + os.getpid() % 100000   # no other process runs as it
+    d = Limited("--nproc=2", uid=uid)
+    try:
+        c = Conn(d.path)
+        c.send("ping\nsubscribe t\nping\n")
+        f = c.read_frame()
+        check(f.kind == "OK" and f.payload == b"pong", "first ping: %r" % f)
+        f = c.read_frame()
+        check(f.kind == "ERR" and f.word == "busy" and b"thread" in f.payload,
+              "subscribe without a sender thread: %r" % f)
+        f = c.read_frame()
+        check(f.kind == "OK" and f.payload == b"pong", "second ping: %r" % f)
+        # 20 answers of 60 KB while we do not read: more than the socket
+        # takes, so the reader, with no sender, waits and writes them itself
+        big = "x" * 60000
+        t = ipcdtest.send_in_background(c, (("echo %s\n" % big) * 20 + "ping\n").encode())
+        time.sleep(0.2)  # let the reader block on the full socket
+        for i in range(20):
+            f = c.read_frame()
+            check(f.kind == "OK" and len(f.payload) == 60000, "answer %d: %r" % (i, f))
+        check(c.read_frame().payload == b"pong", "the last answer")
+        t.join(10)
+        check(t.error is None, "sending: %r" % t.error)
+        check(d.proc.poll() is None, "daemon must survive")
+        c.close()
+    finally:
+        d.close()
+
+
 if __name__ == "__main__":
     ipcdtest.run_tests([
         test_thread_exhaustion_refuses_one_client_at_a_time,
         test_fd_exhaustion_waits_in_backlog_without_spinning,
+        test_out_of_threads_loses_no_answer,
     ])

@@ -98,7 +98,7 @@ static void help(void)
             "Options:\n"
             "  -s, --socket PATH             Connect to the Unix socket PATH\n"
             "  -H, --host HOST[:PORT]        Connect over TCP (port %d by default)\n"
-            "      --token-file FILE         Authenticate with the first line of FILE\n"
+            "      --token-file FILE         Authenticate with the secret in FILE\n"
             "                                (default: $IPCD_TOKEN_FILE)\n"
             "  -t, --timeout SEC             Give up after SEC seconds (decimals allowed):\n"
             "                                connecting and the answer; for listen, until\n"

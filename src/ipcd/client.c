@@ -39,6 +39,9 @@
 #define LINGER_BYTES (16 * 1024 * 1024)
 /* While lingering, how often to look whether the peer has taken everything. */
 #define LINGER_POLL_MSEC 20
+/* Once everything is taken, how long a peer that still sends may take to
+ * see our EOF and close. */
+#define LINGER_GRACE_USEC (500 * 1000)
 
 const char *transport_to_string(Transport t)
 {
@@ -481,27 +484,45 @@ static void reader_line(Client *c, const char *line, size_t len)
  */
 static void reader_linger(Client *c, uint64_t deadline)
 {
+        uint64_t grace_until = 0;
+        bool quiet = false;
         size_t total = 0;
         char buf[4096];
 
         while (total < LINGER_BYTES && !queue_is_dead(&c->queue)) {
                 uint64_t now = now_usec(CLOCK_MONOTONIC);
                 struct pollfd p = {.fd = c->fd, .events = POLLIN};
-                int outq = 1;
+                int outq = 1, r;
                 ssize_t n;
 
-                if (queue_is_drained(&c->queue) && ioctl(c->fd, SIOCOUTQ, &outq) == 0 &&
-                    outq == 0)
-                        break;
                 if (now >= deadline)
                         break;
-                if (poll(&p, 1, (int)MIN((deadline - now + 999) / 1000, LINGER_POLL_MSEC)) <= 0)
+                if (queue_is_drained(&c->queue) && ioctl(c->fd, SIOCOUTQ, &outq) == 0 &&
+                    outq == 0) {
+                        /* All taken. A peer that saw our EOF stops sending and
+                         * closes: give it a moment, so that nothing unread
+                         * is left when we close. */
+                        if (quiet)
+                                break;
+                        if (grace_until == 0)
+                                grace_until = now + LINGER_GRACE_USEC;
+                        else if (now >= grace_until)
+                                break;
+                }
+                r = poll(&p, 1, (int)MIN((deadline - now + 999) / 1000, LINGER_POLL_MSEC));
+                if (r == 0) {
+                        quiet = true;
+                        continue;
+                }
+                if (r < 0)
                         continue;
                 n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
                 if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
                         break; /* the peer closed: nothing more can come */
-                if (n > 0)
+                if (n > 0) {
                         total += (size_t)n;
+                        quiet = false;
+                }
         }
 }
 

@@ -310,14 +310,14 @@ void server_client_thread_done(Server *s, Client *c)
         if (c->reader_running && pthread_equal(c->reader, pthread_self()))
                 c->reader_running = false;
         gone = --c->n_threads == 0;
-        if (gone)
-                registry_remove_locked(s, c);
         pthread_mutex_unlock(&s->lock);
+        if (!gone)
+                return;
 
         /* One entry per connection, carrying every command it ran as an
          * IPCD_COMMAND= field: `journalctl -u ipcd IPCD_COMMAND=ping` finds it
          * without a journal entry per request. */
-        if (gone && atomic_load_explicit(&log_max_level, memory_order_relaxed) >= LOG_INFO) {
+        if (atomic_load_explicit(&log_max_level, memory_order_relaxed) >= LOG_INFO) {
                 char list[256] = "";
                 size_t o = 0;
 
@@ -334,6 +334,11 @@ void server_client_thread_done(Server *s, Client *c)
                          NULL, UINT64_MAX, "disconnected after %" PRIu64 " command(s)%s",
                          (uint64_t)atomic_load(&c->n_commands), list);
         }
+        /* Only now: the drain waits for the registry to empty, and must not
+         * exit before this entry is written. */
+        pthread_mutex_lock(&s->lock);
+        registry_remove_locked(s, c);
+        pthread_mutex_unlock(&s->lock);
 }
 
 /*
