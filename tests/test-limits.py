@@ -155,7 +155,16 @@ def test_out_of_threads_loses_no_answer():
     the sender and says so (ERR busy), the answers around it still arrive,
     and answers too big for the socket are written by the reader itself."""
     uid = 1900000000 + os.getpid() % 100000   # no other process runs as it
-    d = Limited("--nproc=2", uid=uid)
+    # room for the threads an idle ipcd has (a sanitizer may add one of its
+    # own) and one reader: the kernel counts the uid's tasks at clone()
+    probe = Limited(uid=uid)
+    tasks = ipcdtest.n_threads(probe.proc.pid)
+    probe.close()
+    # ThreadSanitizer starts its own background thread with the first
+    # pthread_create(), the reader's
+    ldd = subprocess.run(["ldd", ipcdtest.IPCD], capture_output=True, text=True).stdout
+    tasks += "libtsan" in ldd
+    d = Limited("--nproc=%d" % (tasks + 1), uid=uid)
     try:
         c = Conn(d.path)
         c.send("ping\nsubscribe t\nping\n")
