@@ -555,37 +555,91 @@ def json_lines(out):
 
 
 def test_json():
+    """--json=frames: each frame as it came."""
     with Daemon() as d:
         for arg in AWKWARD:
-            res = ipcctl("--json", "-s", d.path, "send", "echo", arg)
+            res = ipcctl("--json=frames", "-s", d.path, "send", "echo", arg)
             expect(res, 0, stderr=b"")
             objs = json_lines(res.stdout)
             check(objs == [{"type": "OK", "payload": arg}], "--json echo %r: %r" % (arg, objs))
             check(all(0x20 <= b < 0x7f or b >= 0x80 for b in res.stdout[:-1]),
                   "control character in JSON output %r" % res.stdout)
+            # typed: the same text as a JSON string
+            res = ipcctl("--json", "-s", d.path, "send", "echo", arg)
+            check(json_lines(res.stdout) == [arg], "--json echo %r: %r" % (arg, res.stdout))
         # bytes that are not valid UTF-8: \u00XX of the byte
-        res = ipcctl("--json", "-s", d.path, "send", "echo", b"a\xffb\xc3(\xe2\x82")
+        res = ipcctl("--json=frames", "-s", d.path, "send", "echo", b"a\xffb\xc3(\xe2\x82")
         expect(res, 0)
         check(json_lines(res.stdout) == [{"type": "OK", "payload": "a\u00ffb\u00c3(\u00e2\u0082"}],
               "invalid UTF-8 in JSON: %r" % res.stdout)
         check(b"\\u00ff" in res.stdout, "invalid byte not escaped as \\u00ff: %r" % res.stdout)
         # ERR: an object with the code on stdout, nothing on stderr, exit 1
-        res = ipcctl("--json", "-s", d.path, "send", "nope")
+        res = ipcctl("--json=frames", "-s", d.path, "send", "nope")
         expect(res, 1, stderr=b"")
         check(json_lines(res.stdout) == [{"type": "ERR", "code": "unknown-command",
                                           "payload": "unknown command: nope"}],
               "--json ERR: %r" % res.stdout)
         # hello as one object whose payload holds the key: value lines
-        res = ipcctl("--json", "-s", d.path, "hello")
+        res = ipcctl("--json=frames", "-s", d.path, "hello")
         objs = json_lines(res.stdout)
         check(len(objs) == 1 and objs[0]["type"] == "OK" and
               "server: ipcd\n" in objs[0]["payload"], "--json hello: %r" % objs)
         # pipe mode: one object per answer, in order
-        res = ipcctl("--json", "-s", d.path, input=b"ping\nnope\necho a\n")
+        res = ipcctl("--json=frames", "-s", d.path, input=b"ping\nnope\necho a\n")
         expect(res, 1, stderr=b"")
         objs = json_lines(res.stdout)
         check([o["type"] for o in objs] == ["OK", "ERR", "OK"] and objs[0]["payload"] == "pong"
               and objs[2]["payload"] == "a", "--json pipe: %r" % objs)
+        expect(ipcctl("--json=yaml", "-s", d.path, "hello"), 2,
+               stderr=lambda e: b"invalid --json 'yaml'" in e)
+
+
+def test_json_typed():
+    """--json: typed values, one per line, as jq reads them."""
+    with Daemon() as d:
+        res = ipcctl("--json", "-s", d.path, "stats")
+        expect(res, 0, stderr=b"")
+        [st] = json_lines(res.stdout)
+        check(isinstance(st["clients"], int) and st["clients"] >= 1, "stats: %r" % st)
+        check(isinstance(st["uptime_sec"], int) and st["activation"] == "standalone",
+              "stats: %r" % st)
+        check(st["listener"] == ["unix:" + d.path], "stats listener as a list: %r" % st)
+        [h] = json_lines(ipcctl("--json", "-s", d.path, "hello").stdout)
+        check(h["server"] == "ipcd" and h["protocol"] == 1 and isinstance(h["client"], int)
+              and h["role"] == "admin" and h["transport"] == "unix" and
+              isinstance(h["version"], str) and h["peer"].startswith("pid="), "hello: %r" % h)
+        [cl] = json_lines(ipcctl("--json", "-s", d.path, "send", "clients").stdout)
+        check(isinstance(cl, list) and cl[0]["role"] == "admin" and
+              isinstance(cl[0]["id"], int) and cl[0]["topics"] == [] and
+              " uid=" in cl[0]["peer"], "clients: %r" % cl)
+        [hl] = json_lines(ipcctl("--json", "-s", d.path, "send", "help").stdout)
+        check({"name": "ping", "usage": "ping [TEXT]", "description": "answer pong, or TEXT"}
+              in hl, "help: %r" % hl)
+        [h1] = json_lines(ipcctl("--json", "-s", d.path, "send", "help", "ping").stdout)
+        check(h1["name"] == "ping", "help ping: %r" % h1)
+        check(json_lines(ipcctl("--json", "-s", d.path, "send", "ping").stdout) == ["pong"],
+              "ping")
+        check(json_lines(ipcctl("--json", "-s", d.path, "send", "publish", "t", "x").stdout)
+              == [0], "publish")
+        res = ipcctl("--json", "-s", d.path, "send", "nope")
+        expect(res, 1, stderr=b"")
+        check(json_lines(res.stdout) == [{"error": "unknown-command",
+                                          "message": "unknown command: nope"}], "error")
+        [rl] = json_lines(ipcctl("--json", "-s", d.path, "send", "reload").stdout)
+        check(rl == {"commands": 0, "tokens": 0}, "reload: %r" % rl)
+        # pipelined: each answer typed by its own request
+        res = ipcctl("--json", "-s", d.path, input=b"ping\nstats\nnope\nsubscribe a b\n")
+        objs = json_lines(res.stdout)
+        check(len(objs) == 4 and objs[0] == "pong" and isinstance(objs[1]["clients"], int)
+              and objs[2]["error"] == "unknown-command" and objs[3] == 2, "pipe: %r" % objs)
+        # and jq takes it as it is
+        if shutil.which("jq"):
+            out = subprocess.run("%s --json -s %s stats | jq .clients" % (IPCCTL, d.path),
+                                 shell=True, capture_output=True, env=env_for(), timeout=TIMEOUT)
+            check(out.stdout.strip().isdigit(), "jq .clients: %r" % out.stdout)
+            out = subprocess.run("%s --json -s %s send clients | jq '.[0].role'" % (IPCCTL, d.path),
+                                 shell=True, capture_output=True, env=env_for(), timeout=TIMEOUT)
+            check(out.stdout.strip() == b'"admin"', "jq .[0].role: %r" % out.stdout)
 
 
 def test_quiet():
@@ -674,10 +728,14 @@ def test_pipe_server_breaks():
     with FakeServer(stream) as fake:
         expect(ipcctl("-s", fake.path, "send", "x"), 0,
                stdout=b"part one, part two\nthree\n", stderr=b"")
-        res = ipcctl("--json", "-s", fake.path, "send", "x")
+        res = ipcctl("--json=frames", "-s", fake.path, "send", "x")
         check(json_lines(res.stdout) == [{"type": "MORE", "payload": "part one, "},
                                          {"type": "MORE", "payload": "part two\nthree"},
                                          {"type": "OK", "payload": ""}],
+              "--json=frames stream: %r" % res.stdout)
+        # typed: the output as chunks, nothing for the empty OK
+        res = ipcctl("--json", "-s", fake.path, "send", "x")
+        check(json_lines(res.stdout) == [{"chunk": "part one, "}, {"chunk": "part two\nthree"}],
               "--json stream: %r" % res.stdout)
 
 
@@ -744,11 +802,17 @@ def test_listen_fake():
         # --count may come first, and as --count=N
         expect(ipcctl("-s", fake.path, "listen", "--count=1", "news", "sport"), 0,
                stdout=b"first\n")
-        res = ipcctl("--json", "-s", fake.path, "listen", "--count", "2", "news", "sport")
+        res = ipcctl("--json=frames", "-s", fake.path, "listen", "--count", "2", "news", "sport")
         expect(res, 0, stderr=b"")
         check(json_lines(res.stdout) == [
             {"type": "EVENT", "topic": "news", "payload": "first"},
             {"type": "EVENT", "topic": "sport", "payload": "with spaces and \u00e9"}],
+            "--json=frames listen: %r" % res.stdout)
+        res = ipcctl("--json", "-s", fake.path, "listen", "--count", "2", "news", "sport")
+        expect(res, 0, stderr=b"")
+        check(json_lines(res.stdout) == [
+            {"topic": "news", "payload": "first"},
+            {"topic": "sport", "payload": "with spaces and \u00e9"}],
             "--json listen: %r" % res.stdout)
         expect(ipcctl("-q", "-s", fake.path, "listen", "news", "sport", "--count", "2"), 0,
                stdout=b"")
@@ -823,8 +887,10 @@ def test_publish_fake():
         expect(ipcctl("-s", fake.path, "publish", "news", "hello world"), 0, stdout=b"2\n",
                stderr=b"")
         expect(ipcctl("-s", fake.path, "publish", "news", 'tab\there "q"'), 0, stdout=b"0\n")
+        res = ipcctl("--json=frames", "-s", fake.path, "publish", "news", "hello world")
+        check(json_lines(res.stdout) == [{"type": "OK", "payload": "2"}], "--json=frames publish")
         res = ipcctl("--json", "-s", fake.path, "publish", "news", "hello world")
-        check(json_lines(res.stdout) == [{"type": "OK", "payload": "2"}], "--json publish")
+        check(json_lines(res.stdout) == [2], "--json publish: %r" % res.stdout)
         expect(ipcctl("-s", fake.path, "publish", "news", "other"), 1,
                stderr=lambda e: e.startswith(b"ipcctl: bad-request: got "))
 
@@ -898,7 +964,7 @@ def test_interactive():
             with Pty("--json", "-s", d.path, env=pty_env(home)) as t:
                 t.expect(b"> ")
                 t.type(b"ping\r")
-                t.expect(b'{"type":"OK","payload":"pong"}')
+                t.expect(b'"pong"')
                 t.type(b"exit\r")
                 check(t.wait_exit() == 0, "--json exit: status %s" % t.status)
 
@@ -961,6 +1027,7 @@ if __name__ == "__main__":
         test_target_selection,
         test_timeout,
         test_json,
+        test_json_typed,
         test_quiet,
         test_pipe,
         test_pipe_server_breaks,

@@ -51,6 +51,7 @@ typedef struct Session {
         bool leaving;   /* exit, quit or Ctrl-D: leave once all is answered */
         bool done;
         size_t outstanding; /* requests sent, not answered yet */
+        KindFifo kinds;     /* what each of them is, for --json */
         char *history;
 } Session;
 
@@ -156,6 +157,7 @@ static int handle_frames(Session *s)
 
         while ((r = conn_next_frame(s->conn, &f)) > 0) {
                 print_begin(s);
+                output_expect(&s->out, kind_fifo_peek(&s->kinds));
                 if (f.type == PROTO_FRAME_EVENT)
                         r = output_event(&s->out, &f, true);
                 else
@@ -168,6 +170,7 @@ static int handle_frames(Session *s)
                 }
                 if ((f.type == PROTO_FRAME_OK || f.type == PROTO_FRAME_ERR) && s->outstanding > 0) {
                         s->outstanding--;
+                        kind_fifo_pop(&s->kinds);
                         if (s->outstanding == 0 && s->leaving)
                                 s->done = true;
                 }
@@ -187,6 +190,16 @@ static bool line_is(Session *s, const char *line, const char *name)
         if (proto_request_parse(&s->req, line, strlen(line), &error) < 0 || s->req.n_args == 0)
                 return false;
         return strcmp(s->req.args[0].data, name) == 0;
+}
+
+/* What --json makes of the answer to a line. */
+static AnswerKind line_kind(Session *s, const char *line)
+{
+        const char *error;
+
+        if (proto_request_parse(&s->req, line, strlen(line), &error) < 0 || s->req.n_args == 0)
+                return ANSWER_STREAM;
+        return answer_kind(s->req.args[0].data, s->req.n_args - 1);
 }
 
 static int handle_line(Session *s, char *line)
@@ -214,7 +227,9 @@ static int handle_line(Session *s, char *line)
         if (line_is(s, line, "quit"))
                 s->leaving = true;
 
-        r = conn_queue(s->conn, line, strlen(line));
+        r = kind_fifo_push(&s->kinds, line_kind(s, line));
+        if (r >= 0)
+                r = conn_queue(s->conn, line, strlen(line));
         if (r >= 0)
                 r = conn_queue(s->conn, "\n", 1);
         if (r < 0)
@@ -374,7 +389,10 @@ int run_interactive(void)
         /* Multibyte line editing needs the user's character set. */
         (void)setlocale(LC_CTYPE, "");
 
-        *s = (Session){.conn = c, .req = PROTO_REQUEST_INIT, .partial = BUFFER_INIT};
+        *s = (Session){.conn = c,
+                      .req = PROTO_REQUEST_INIT,
+                      .partial = BUFFER_INIT,
+                      .kinds = KIND_FIFO_INIT};
         output_init(&s->out, arg_json, arg_quiet);
         term = getenv("TERM");
         s->erase_ok = term && *term && strcmp(term, "dumb") != 0;
@@ -396,5 +414,6 @@ int run_interactive(void)
         free(s->line);
         proto_request_done(&s->req);
         buffer_done(&s->partial);
+        kind_fifo_done(&s->kinds);
         return r;
 }

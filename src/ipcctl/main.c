@@ -21,7 +21,7 @@ const char *arg_socket = NULL;
 const char *arg_host = NULL;
 const char *arg_token_file = NULL;
 usec_t arg_timeout = 0;
-bool arg_json = false;
+JsonMode arg_json = JSON_OFF;
 bool arg_quiet = false;
 
 typedef struct Verb {
@@ -104,11 +104,14 @@ static void help(void)
             "                                connecting and the answer; for listen, until\n"
             "                                subscribed; without a verb, connecting (on a\n"
             "                                terminal) or the whole run (pipe)\n"
-            "      --json                    Print each frame as one JSON object per line:\n"
-            "                                {\"type\":\"OK\",\"payload\":\"...\"}, with \"code\"\n"
-            "                                for ERR and \"topic\" for EVENT; payload bytes\n"
-            "                                that are not valid UTF-8 appear as \\u00XX of\n"
-            "                                the byte's value\n"
+            "      --json[=typed|frames]     Print JSON, one value per line. typed (the\n"
+            "                                default): answers as objects, arrays, numbers\n"
+            "                                and strings (stats as {\"clients\":1,...}),\n"
+            "                                errors as {\"error\":CODE,\"message\":...}, events\n"
+            "                                as {\"topic\":...,\"payload\":...}, streamed output\n"
+            "                                as {\"chunk\":...}; frames: each frame as received,\n"
+            "                                {\"type\":\"OK\",\"payload\":\"...\"}; bytes that are\n"
+            "                                not valid UTF-8 appear as \\u00XX of their value\n"
             "  -q, --quiet                   Print no payloads, only errors\n"
             "  -h, --help                    Show this help\n"
             "      --version                 Show the version\n"
@@ -156,7 +159,7 @@ static int parse_argv(int argc, char *argv[])
             {"host", required_argument, NULL, 'H'},
             {"token-file", required_argument, NULL, ARG_TOKEN_FILE},
             {"timeout", required_argument, NULL, 't'},
-            {"json", no_argument, NULL, ARG_JSON},
+            {"json", optional_argument, NULL, ARG_JSON},
             {"quiet", no_argument, NULL, 'q'},
             {},
         };
@@ -202,7 +205,14 @@ static int parse_argv(int argc, char *argv[])
                         }
                         break;
                 case ARG_JSON:
-                        arg_json = true;
+                        if (!optarg || strcmp(optarg, "typed") == 0)
+                                arg_json = JSON_TYPED;
+                        else if (strcmp(optarg, "frames") == 0)
+                                arg_json = JSON_FRAMES;
+                        else {
+                                usage_error("invalid --json '%s' (typed or frames)", optarg);
+                                return -EINVAL;
+                        }
                         break;
                 case 'q':
                         arg_quiet = true;

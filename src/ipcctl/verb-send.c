@@ -35,6 +35,7 @@ static int send_request(char *const *argv, size_t n)
                 return session_error(wr);
 
         output_init(&o, arg_json, arg_quiet);
+        output_expect(&o, answer_kind(argv[0], n - 1));
         for (;;) {
                 ProtoFrame f;
 
