@@ -20,6 +20,7 @@ import json
 import os
 import pty
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -30,7 +31,8 @@ import termios
 import threading
 import time
 
-from ipcdtest import IPCCTL, Daemon, check, clean_env, fail, frame, own, run_tests, wait_for
+from ipcdtest import (IPCCTL, Daemon, check, clean_env, configured, fail, frame, own, run_tests,
+                      skip, wait_for)
 
 TIMEOUT = 30  # upper bound for any single ipcctl run
 
@@ -657,6 +659,10 @@ def test_quiet():
 
 def test_pipe():
     with Daemon() as d:
+        # exit is ipcctl's own, as at the terminal: not sent, the input ends
+        expect(ipcctl("-s", d.path, input=b"ping\nexit\necho never\n"), 0, stdout=b"pong\n",
+               stderr=b"")
+        expect(ipcctl("-s", d.path, input=b"ping\n  exit  \n"), 0, stdout=b"pong\n")
         # 2,000 pipelined requests, every answer in order
         n = 2000
         data = b"".join(b"echo line-%d\n" % i for i in range(n))
@@ -988,6 +994,9 @@ def test_interactive_events():
 
     def handler(c):
         line = c.readline()
+        if line == b"help":  # ipcctl's own, for Tab
+            c.send(frame("OK", "subscribe TOPIC... - receive events\n"))
+            line = c.readline()
         if line != b"subscribe news":
             raise AssertionError("got %r" % line)
         c.send(frame("OK", "1"))
@@ -1010,6 +1019,102 @@ def test_interactive_events():
             t.expect(b"> half-typed")
             t.type(b"\x15exit\r")  # Ctrl-U: kill the half-typed line
             check(t.wait_exit() == 0, "exit: status %s" % t.status)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+class Tmux:
+    """ipcctl in a tmux session of its own (a private tmux server, -L), driven
+    as a person would: send-keys, and capture-pane to read the screen."""
+
+    def __init__(self, *args, env=None):
+        self.sock = "ipcctl-test-%d" % os.getpid()
+        self.env = env
+        cmd = " ".join(shlex.quote(a) for a in [IPCCTL] + list(args))
+        self.run("new-session", "-d", "-x", "120", "-y", "40", cmd)
+        self.pid = int(self.run("display-message", "-p", "#{pid}").strip())
+
+    def run(self, *args):
+        return subprocess.run(["tmux", "-L", self.sock] + list(args), env=self.env,
+                              capture_output=True, check=True, timeout=TIMEOUT).stdout.decode()
+
+    def keys(self, *keys):
+        self.run("send-keys", *keys)
+
+    def screen(self):
+        return self.run("capture-pane", "-p")
+
+    def expect(self, what, timeout=10.0):
+        wait_for(lambda: what in self.screen(), timeout,
+                 "the screen to show %r (it shows %r)" % (what, self.screen()[-800:]))
+
+    def close(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)  # the tmux server this test started
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def children_of(pid):
+    kids = []
+    for task in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+def test_interactive_shell():
+    """Tab completion from the daemon's help, the usage hint, Ctrl-C that
+    cancels a running command and keeps the subscriptions, help's own lines."""
+    if not shutil.which("tmux"):
+        skip("tmux is not installed")
+    home = tempfile.mkdtemp(prefix="ipcctl-home-")
+    conf = "[Command nap]\nExec=/bin/sleep 300\nRole=user\n"
+    try:
+        with configured(conf) as d, Tmux("-s", d.path, env=pty_env(home)) as t:
+            t.expect("\n>")  # capture-pane drops trailing blanks
+            t.keys("pi", "Tab")
+            t.expect("> ping")
+            t.keys("Enter")
+            t.expect("pong")
+            # completion of help's argument, and of configured names
+            t.keys("help na", "Tab", "Enter")
+            t.expect("nap - run /bin/sleep")
+            # no file names: README.md is not a command
+            t.keys("REA", "Tab")
+            check("README" not in t.screen(), "Tab completed a file name: %r" % t.screen())
+            t.keys("C-u", "publish ", "Tab")
+            t.expect("usage: publish TOPIC MESSAGE...")
+            t.keys("C-u", "subscribe news", "Enter")
+            t.expect("subscribe news\n1")
+            # Ctrl-C during a running command: back to the prompt, the command gone
+            t.keys("nap", "Enter")
+            wait_for(lambda: children_of(d.pid), what="nap to start")
+            kid = children_of(d.pid)[0]
+            t.keys("C-c")
+            t.expect("^C cancelled 1 request(s)")
+            wait_for(lambda: not os.path.exists("/proc/%d" % kid) or
+                     open("/proc/%d/stat" % kid).read().split()[2] == "Z",
+                     what="the running command to be killed")
+            # the subscription came along to the new connection
+            wait_for(lambda: ipcctl("-s", d.path, "publish", "news", "still here").stdout
+                     == b"1\n", what="the subscription to be restored")
+            t.expect("[news] still here")
+            t.keys("ping", "Enter")
+            t.expect("pong\n>")
+            # help says how to leave
+            t.keys("help", "Enter")
+            t.expect("exit - leave ipcctl")
+            t.keys("exit", "Enter")
+            wait_for(lambda: subprocess.run(["tmux", "-L", t.sock, "has-session"],
+                                            capture_output=True).returncode != 0,
+                     what="ipcctl to leave on exit")
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -1037,4 +1142,5 @@ if __name__ == "__main__":
         test_publish_fake,
         test_interactive,
         test_interactive_events,
+        test_interactive_shell,
     ])
