@@ -337,8 +337,14 @@ def test_usage_errors():
     usage("hello", "extra")
     usage("stats", "extra")
     usage("publish", "news")
-    usage("publish", "news", "a", "b")
+    usage("publish")
     usage("publish", "bad topic", "message")
+    # a command of the daemon typed as a verb: the hint says how to send it
+    for verb, hint in (("ping", b"did you mean: ipcctl send ping?"),
+                       ("stats2", b"ipcctl send stats2"),
+                       ("clients", b"did you mean: ipcctl send clients?")):
+        res = ipcctl("-s", "/nonexistent", verb)
+        expect(res, 2, stderr=lambda e: hint in e, what="hint for %s" % verb)
     usage("listen")
     usage("listen", "--count")
     usage("listen", "--count", "0", "news")
@@ -803,11 +809,13 @@ def test_listen_fake():
     events = [("news", "first"), ("sport", "with spaces and \u00e9"), ("news", ""),
               ("news", "never printed")]
     with FakeServer(events_handler(events, b"subscribe news sport")) as fake:
+        # several topics: each payload after its topic
         res = ipcctl("-s", fake.path, "listen", "news", "sport", "--count", "3")
-        expect(res, 0, stdout="first\nwith spaces and \u00e9\n\n".encode(), stderr=b"")
+        expect(res, 0, stdout="[news] first\n[sport] with spaces and \u00e9\n[news] \n".encode(),
+               stderr=b"")
         # --count may come first, and as --count=N
         expect(ipcctl("-s", fake.path, "listen", "--count=1", "news", "sport"), 0,
-               stdout=b"first\n")
+               stdout=b"[news] first\n")
         res = ipcctl("--json=frames", "-s", fake.path, "listen", "--count", "2", "news", "sport")
         expect(res, 0, stderr=b"")
         check(json_lines(res.stdout) == [

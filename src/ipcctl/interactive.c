@@ -305,7 +305,7 @@ static int handle_frames(Session *s)
                         print_begin(s);
                         output_expect(&s->out, kind_fifo_peek(&s->kinds));
                         if (f.type == PROTO_FRAME_EVENT)
-                                r = output_event(&s->out, &f, true);
+                                r = output_event(&s->out, &f, true, true);
                         else
                                 r = print_answer(s, &f);
                         if (r >= 0 && final && s->outstanding > 0)

@@ -35,7 +35,7 @@ static const Verb verbs[] = {
     {"send", verb_send, "COMMAND [ARG...]", "Send one command, print its answer"},
     {"hello", verb_hello, "", "Show the server and this connection"},
     {"stats", verb_stats, "", "Show the server's counters"},
-    {"publish", verb_publish, "TOPIC MESSAGE", "Publish an event"},
+    {"publish", verb_publish, "TOPIC MESSAGE...", "Publish an event (words joined by blanks)"},
     {"listen", verb_listen, "TOPIC... [--count N]", "Print events until interrupted"},
 };
 
@@ -252,7 +252,13 @@ static int run(int argc, char *argv[])
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
                 if (strcmp(verbs[i].verb, name) == 0)
                         return verbs[i].function(argc - optind, argv + optind);
-        return usage_error("unknown verb '%s'", name);
+        /* A command of the daemon typed as a verb: say how to send it. */
+        if (answer_kind(name, 0) != ANSWER_STREAM || strcmp(name, "monitor") == 0)
+                return usage_error("unknown verb '%s' (did you mean: ipcctl send %s%s?)", name,
+                                   name, argc - optind > 1 ? " ..." : "");
+        return usage_error("unknown verb '%s' (the daemon's commands go after send: ipcctl "
+                           "send %s)",
+                           name, name);
 }
 
 int main(int argc, char *argv[])

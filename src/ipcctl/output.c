@@ -194,7 +194,7 @@ int output_answer(Output *o, const ProtoFrame *f)
         return 0;
 }
 
-int output_event(Output *o, const ProtoFrame *f, bool with_topic)
+int output_event(Output *o, const ProtoFrame *f, bool with_topic, bool complete_line)
 {
         bool lf;
         int r;
@@ -216,7 +216,7 @@ int output_event(Output *o, const ProtoFrame *f, bool with_topic)
         /* listen prints exactly one LF after each payload, so that one event
          * is one line for a script; the interactive display only completes
          * the line. */
-        lf = !with_topic || f->len == 0 || f->payload[f->len - 1] != '\n';
+        lf = !complete_line || f->len == 0 || f->payload[f->len - 1] != '\n';
         if (lf && putchar('\n') == EOF)
                 return errno ? -errno : -EIO;
         return 0;

@@ -38,9 +38,10 @@ void output_expect(Output *o, AnswerKind kind);
  */
 int output_answer(Output *o, const ProtoFrame *f);
 
-/* An EVENT: its payload and an LF (listen), or "[TOPIC] payload" on a line
- * of its own (interactive); with --json the object in both cases. */
-int output_event(Output *o, const ProtoFrame *f, bool with_topic);
+/* An EVENT: its payload, after "[TOPIC] " if with_topic, and an LF
+ * (listen), or only what completes the line if complete_line
+ * (interactive); with --json the object in every case. */
+int output_event(Output *o, const ProtoFrame *f, bool with_topic, bool complete_line);
 
 int output_flush(Output *o);
 
