@@ -55,3 +55,4 @@ int verb_publish(int argc, char *argv[]);
 int verb_listen(int argc, char *argv[]);
 int run_interactive(void);
 int run_pipe(void);
+int run_stdio_bridge(void);

@@ -23,6 +23,7 @@ const char *arg_token_file = NULL;
 usec_t arg_timeout = 0;
 JsonMode arg_json = JSON_OFF;
 bool arg_quiet = false;
+static bool arg_stdio_bridge = false;
 
 typedef struct Verb {
         const char *verb;
@@ -98,6 +99,10 @@ static void help(void)
             "Options:\n"
             "  -s, --socket PATH             Connect to the Unix socket PATH\n"
             "  -H, --host HOST[:PORT]        Connect over TCP (port %d by default)\n"
+            "  -H, --host ssh:[USER@]HOST[:PORT]\n"
+            "                                Connect over SSH to the daemon's Unix socket on\n"
+            "                                HOST (its default one, or -s PATH there), as the\n"
+            "                                SSH login's user ($IPCCTL_SSH: ssh to run)\n"
             "      --token-file FILE         Authenticate with the first line of FILE\n"
             "                                (default: $IPCD_TOKEN_FILE)\n"
             "  -t, --timeout SEC             Give up after SEC seconds (decimals allowed):\n"
@@ -113,6 +118,8 @@ static void help(void)
             "                                {\"type\":\"OK\",\"payload\":\"...\"}; bytes that are\n"
             "                                not valid UTF-8 appear as \\u00XX of their value\n"
             "  -q, --quiet                   Print no payloads, only errors\n"
+            "      --stdio-bridge            Copy stdin and stdout to the daemon's Unix socket\n"
+            "                                (-s, or the default): the far side of -H ssh:\n"
             "  -h, --help                    Show this help\n"
             "      --version                 Show the version\n"
             "\n"
@@ -151,6 +158,7 @@ static int parse_argv(int argc, char *argv[])
                 ARG_VERSION = 0x100,
                 ARG_TOKEN_FILE,
                 ARG_JSON,
+                ARG_STDIO_BRIDGE,
         };
         static const struct option options[] = {
             {"help", no_argument, NULL, 'h'},
@@ -161,6 +169,7 @@ static int parse_argv(int argc, char *argv[])
             {"timeout", required_argument, NULL, 't'},
             {"json", optional_argument, NULL, ARG_JSON},
             {"quiet", no_argument, NULL, 'q'},
+            {"stdio-bridge", no_argument, NULL, ARG_STDIO_BRIDGE},
             {},
         };
         _cleanup_free_ char *host = NULL, *port = NULL;
@@ -184,10 +193,19 @@ static int parse_argv(int argc, char *argv[])
                         }
                         arg_socket = optarg;
                         break;
-                case 'H':
-                        if (address_split_host_port(optarg, &host, &port) < 0) {
-                                usage_error("invalid host '%s' (HOST, HOST:PORT, [IPV6] or "
-                                            "[IPV6]:PORT)",
+                case 'H': {
+                        /* ssh:[USER@]HOST[:PORT] has the HOST[:PORT] of TCP. */
+                        const char *hp = optarg, *at;
+
+                        if (strncmp(hp, "ssh:", 4) == 0) {
+                                hp += 4;
+                                at = strrchr(hp, '@');
+                                if (at)
+                                        hp = at + 1;
+                        }
+                        if (address_split_host_port(hp, &host, &port) < 0) {
+                                usage_error("invalid host '%s' (HOST, HOST:PORT, [IPV6], "
+                                            "[IPV6]:PORT or ssh:[USER@]HOST[:PORT])",
                                             optarg);
                                 return -EINVAL;
                         }
@@ -195,6 +213,7 @@ static int parse_argv(int argc, char *argv[])
                         free(TAKE_PTR(port));
                         arg_host = optarg;
                         break;
+                }
                 case ARG_TOKEN_FILE:
                         arg_token_file = optarg;
                         break;
@@ -217,6 +236,9 @@ static int parse_argv(int argc, char *argv[])
                 case 'q':
                         arg_quiet = true;
                         break;
+                case ARG_STDIO_BRIDGE:
+                        arg_stdio_bridge = true;
+                        break;
                 case ':':
                         usage_error("option '%s' needs an argument", argv[optind - 1]);
                         return -EINVAL;
@@ -229,8 +251,9 @@ static int parse_argv(int argc, char *argv[])
                 }
         }
 
-        if (arg_socket && arg_host) {
-                usage_error("-s and -H cannot be used together");
+        /* With ssh:, -s names the socket on the far side. */
+        if (arg_socket && arg_host && strncmp(arg_host, "ssh:", 4) != 0) {
+                usage_error("-s and -H cannot be used together (except with -H ssh:)");
                 return -EINVAL;
         }
         return 1;
@@ -245,6 +268,11 @@ static int run(int argc, char *argv[])
         if (r <= 0)
                 return r < 0 ? EXIT_STATUS_USAGE : EXIT_STATUS_OK;
 
+        if (arg_stdio_bridge) {
+                if (optind < argc || arg_host)
+                        return usage_error("--stdio-bridge takes no verb and no -H");
+                return run_stdio_bridge();
+        }
         if (optind >= argc)
                 return isatty(STDIN_FILENO) ? run_interactive() : run_pipe();
 
