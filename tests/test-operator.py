@@ -96,10 +96,71 @@ def test_publish_and_listen():
         check(out == b"[a] two words\n[b] x\n", "listen with two topics: %r %r" % (out, err))
 
 
+def parse_exposition(text):
+    """Prometheus text format 0.0.4, checked as promtool would for what ipcd
+    writes: every sample's family has HELP and TYPE first, counters end in
+    _total, histogram buckets are cumulative and end in +Inf == _count."""
+    import re
+    types, samples = {}, {}
+    for line in text.splitlines():
+        m = re.match(r"# (HELP|TYPE) (\w+) (.+)$", line)
+        if m:
+            if m.group(1) == "TYPE":
+                types[m.group(2)] = m.group(3)
+            continue
+        m = re.match(r'^(\w+)(\{[^}]*\})? (\S+)$', line)
+        check(m, "not a sample line: %r" % line)
+        name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
+        fam = re.sub(r"_(bucket|sum|count)$", "", name) if name not in types else name
+        check(fam in types, "sample %s before its TYPE" % name)
+        if types[fam] == "counter":
+            check(name.endswith("_total"), "counter %s without _total" % name)
+        samples[name + labels] = value
+    return types, samples
+
+
+def test_metrics():
+    import shutil
+    conf = "[Command nap]\nExec=/bin/sleep 0.05\nRole=user\n"
+    with configured(conf) as d:
+        for args in (["ping"], ["ping"], ["nap"], ["nope"]):
+            run([IPCCTL, "-s", d.path, "send"] + args)
+        r = run([IPCCTL, "-s", d.path, "send", "metrics"], text=True)
+        check(r.returncode == 0, "metrics: %r" % r.stderr)
+        types, m1 = parse_exposition(r.stdout)
+        check(types.get("ipcd_command_duration_seconds") == "histogram", "no histogram")
+        check(m1['ipcd_command_runs_total{command="ping",result="ok"}'] == 2, "ping count")
+        check(m1['ipcd_command_runs_total{command="nap",result="ok"}'] == 1, "nap count")
+        check(m1['ipcd_command_runs_total{command="unknown",result="failed"}'] == 1,
+              "an unknown name counts as unknown, never as what was typed")
+        check(not any("nope" in k for k in m1), "a typed name became a label")
+        check(m1['ipcd_clients{transport="unix",role="admin"}'] == 1, "clients by role")
+        b = [v for k, v in m1.items() if k.startswith('ipcd_command_duration_seconds_bucket'
+                                                       '{command="nap"')]
+        check(b == sorted(b) and b[-1] == m1['ipcd_command_duration_seconds_count'
+                                             '{command="nap"}'] == 1, "nap buckets: %r" % b)
+        check(m1['ipcd_command_duration_seconds_bucket{command="nap",le="0.025"}'] == 0 and
+              m1['ipcd_command_duration_seconds_sum{command="nap"}'] >= 0.05,
+              "nap took 50 ms: %r" % b)
+        # reading does not reset anything
+        r2 = run([IPCCTL, "-s", d.path, "send", "metrics"], text=True)
+        _, m2 = parse_exposition(r2.stdout)
+        for k, v in m1.items():
+            if k.endswith("_total") or "_total{" in k or "_count" in k or "_bucket" in k:
+                check(m2.get(k, -1) >= v, "%s went from %s to %s" % (k, v, m2.get(k)))
+        check(m2['ipcd_command_runs_total{command="metrics",result="ok"}'] == 1, "metrics counted")
+        if shutil.which("promtool"):
+            p = subprocess.run(["promtool", "check", "metrics"], input=r2.stdout.encode(),
+                               capture_output=True, timeout=60)
+            check(p.returncode == 0 and not p.stdout.strip(),
+                  "promtool check metrics: %r %r" % (p.stdout, p.stderr))
+
+
 if __name__ == "__main__":
     ipcdtest.run_tests([
         test_check_config_names_files,
         test_startup_entry,
         test_socket_mode_and_group,
         test_publish_and_listen,
+        test_metrics,
     ])
