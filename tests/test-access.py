@@ -28,7 +28,7 @@ TOKEN_USER = "user-secret-7f3a"
 TOKEN_ADMIN = "admin-secret-91c2"
 
 GUEST_BUILTINS = {"ping", "echo", "hello", "help", "auth", "quit"}
-USER_BUILTINS = GUEST_BUILTINS | {"subscribe", "unsubscribe", "publish", "stats"}
+USER_BUILTINS = GUEST_BUILTINS | {"subscribe", "unsubscribe", "publish", "stats", "metrics"}
 ADMIN_BUILTINS = USER_BUILTINS | {"clients", "reload"}
 
 
