@@ -198,6 +198,8 @@ static void names_set(Session *s, const char *p, size_t len)
         size_t n = 0;
 
         names_clear(s);
+        if (!p || len == 0)
+                return;
         for (size_t i = 0; i < len; i++)
                 n += p[i] == '\n';
         s->names = calloc(n + 1, sizeof(char *));
