@@ -17,6 +17,7 @@
 #include "exec.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 
 typedef struct Command {
@@ -346,6 +347,12 @@ static int cmd_publish(Client *c, const ProtoRequest *req)
         return events_publish(c, req);
 }
 
+static int cmd_metrics(Client *c, const ProtoRequest *req)
+{
+        buffer_clear(&c->scratch);
+        return reply_scratch(c, metrics_format(c->server, &c->scratch));
+}
+
 static int cmd_help(Client *c, const ProtoRequest *req);
 
 static const Command commands[] = {
@@ -366,6 +373,8 @@ static const Command commands[] = {
     {"clients", ROLE_ADMIN, 0, 0, "clients", "list the connected clients", cmd_clients},
     {"reload", ROLE_ADMIN, 0, 0, "reload", "re-read the configuration and answer the result",
      cmd_reload},
+    {"metrics", ROLE_USER, 0, 0, "metrics", "show the counters in Prometheus text format",
+     cmd_metrics},
 };
 
 static const Command *command_find(const ProtoArg *name)
@@ -440,7 +449,7 @@ static void note_command_used(Client *c, const char *name)
         }
 }
 
-int command_dispatch(Client *c)
+static int dispatch(Client *c)
 {
         const ProtoRequest *req = &c->req;
         const Command *cmd = command_find(&req->args[0]);
@@ -474,4 +483,18 @@ int command_dispatch(Client *c)
         if (atomic_load_explicit(&log_max_level, memory_order_relaxed) >= LOG_DEBUG)
                 log_full(LOG_DEBUG, 0, c, &cname, 1, NULL, UINT64_MAX, "%s", cname);
         return cmd->run(c, req);
+}
+
+/* Every request through the table, timed for `metrics`. */
+int command_dispatch(Client *c)
+{
+        const ProtoArg *name = &c->req.args[0];
+        const Command *cmd = command_find(name);
+        const CommandConfig *cc = cmd ? NULL : config_find_command(c->config, name->data, name->len);
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
+        int r = dispatch(c);
+
+        metrics_record(cmd ? cmd->name : cc ? cc->name : NULL, r == 0,
+                       now_usec(CLOCK_MONOTONIC) - start);
+        return r;
 }
