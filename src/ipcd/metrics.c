@@ -2,9 +2,12 @@
  * metrics.c - per-command counts and latency histograms, and the `metrics`
  * exposition; see metrics.h.
  *
- * The per-command table is global (one daemon per process) and guarded by
- * `metrics_lock`, held only to find an entry and bump a few integers. The
- * names are those of the built-in and configured commands, never what a
+ * The per-command table is global (one daemon per process). A slot's name
+ * is written once, under `metrics_lock`, before n_table publishes it
+ * (release); after that the slot's counters are atomics that any reader
+ * thread bumps without a lock, so the per-request path takes no lock (a
+ * built-in command's slot is looked up once, see commands.c). The names
+ * are those of the built-in and configured commands, never what a
  * client typed: an unknown name counts as "unknown", so a client cannot
  * grow the table (and a scraper's series) at will. A command removed by a
  * reload keeps its series: counters never go back.
@@ -12,6 +15,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -27,43 +31,58 @@ static const double bucket_le[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005
 #define MAX_NAMES 512
 
 typedef struct CommandMetrics {
-        char name[64];
-        uint64_t ok, failed;
-        uint64_t bucket[N_BUCKETS]; /* not cumulative here */
-        uint64_t sum_usec;
+        char name[64]; /* immutable once published */
+        atomic_uint_fast64_t ok, failed;
+        atomic_uint_fast64_t bucket[N_BUCKETS]; /* not cumulative here */
+        atomic_uint_fast64_t sum_usec;
 } CommandMetrics;
 
-static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER; /* creates slots */
 static CommandMetrics table[MAX_NAMES];
-static size_t n_table;
+static atomic_size_t n_table;
 
-void metrics_record(const char *name, bool ok, uint64_t usec)
+int metrics_slot(const char *name)
 {
-        CommandMetrics *m = NULL;
-        size_t b = 0;
+        size_t n = atomic_load_explicit(&n_table, memory_order_acquire);
+        int slot = -1;
 
         if (!name || strlen(name) >= sizeof(table[0].name))
                 name = "unknown";
-        while (b < ELEMENTSOF(bucket_le) && (double)usec > bucket_le[b] * 1e6)
-                b++;
-
-        pthread_mutex_lock(&metrics_lock);
-        for (size_t i = 0; i < n_table && !m; i++)
+        for (size_t i = 0; i < n; i++)
                 if (strcmp(table[i].name, name) == 0)
-                        m = &table[i];
-        if (!m && n_table < MAX_NAMES) {
-                m = &table[n_table++];
-                snprintf(m->name, sizeof(m->name), "%s", name);
-        }
-        if (m) {
-                if (ok)
-                        m->ok++;
-                else
-                        m->failed++;
-                m->bucket[b]++;
-                m->sum_usec += usec;
+                        return (int)i;
+        pthread_mutex_lock(&metrics_lock);
+        n = atomic_load_explicit(&n_table, memory_order_relaxed);
+        for (size_t i = 0; i < n && slot < 0; i++)
+                if (strcmp(table[i].name, name) == 0)
+                        slot = (int)i;
+        if (slot < 0 && n < MAX_NAMES) {
+                snprintf(table[n].name, sizeof(table[n].name), "%s", name);
+                slot = (int)n;
+                atomic_store_explicit(&n_table, n + 1, memory_order_release);
         }
         pthread_mutex_unlock(&metrics_lock);
+        return slot;
+}
+
+void metrics_record_slot(int slot, bool ok, uint64_t usec)
+{
+        CommandMetrics *m;
+        size_t b = 0;
+
+        if (slot < 0)
+                return;
+        m = &table[slot];
+        while (b < ELEMENTSOF(bucket_le) && (double)usec > bucket_le[b] * 1e6)
+                b++;
+        atomic_fetch_add_explicit(ok ? &m->ok : &m->failed, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->bucket[b], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->sum_usec, usec, memory_order_relaxed);
+}
+
+void metrics_record(const char *name, bool ok, uint64_t usec)
+{
+        metrics_record_slot(metrics_slot(name), ok, usec);
 }
 
 static int family(Buffer *b, const char *name, const char *type, const char *help)
@@ -84,7 +103,10 @@ int metrics_format(Server *s, Buffer *b)
         unsigned by[2][3] = {{0}};
         Stats *st = &s->stats;
         unsigned max_clients;
-        CommandMetrics *copy;
+        struct {
+                char name[64];
+                uint64_t ok, failed, bucket[N_BUCKETS], sum_usec;
+        } *copy;
         size_t n;
         int r;
 
@@ -96,14 +118,20 @@ int metrics_format(Server *s, Buffer *b)
         max_clients = s->config->max_clients;
         pthread_mutex_unlock(&s->lock);
 
-        /* Copy the table so that formatting happens without the lock. */
-        copy = malloc(sizeof(table));
+        /* A snapshot, slot by slot (each counter read once). */
+        n = atomic_load_explicit(&n_table, memory_order_acquire);
+        copy = calloc(n ? n : 1, sizeof(*copy));
         if (!copy)
                 return -ENOMEM;
-        pthread_mutex_lock(&metrics_lock);
-        n = n_table;
-        memcpy(copy, table, n * sizeof(*copy));
-        pthread_mutex_unlock(&metrics_lock);
+        for (size_t i = 0; i < n; i++) {
+                memcpy(copy[i].name, table[i].name, sizeof(copy[i].name));
+                copy[i].ok = atomic_load_explicit(&table[i].ok, memory_order_relaxed);
+                copy[i].failed = atomic_load_explicit(&table[i].failed, memory_order_relaxed);
+                copy[i].sum_usec = atomic_load_explicit(&table[i].sum_usec, memory_order_relaxed);
+                for (size_t k = 0; k < N_BUCKETS; k++)
+                        copy[i].bucket[k] =
+                            atomic_load_explicit(&table[i].bucket[k], memory_order_relaxed);
+        }
 
 #define LOAD(x) ((uint64_t)atomic_load_explicit(&st->x, memory_order_relaxed))
         r = family(b, "ipcd_uptime_seconds", "gauge", "Seconds since ipcd started.");

@@ -13,8 +13,12 @@
 #include "buffer.h"
 #include "server.h"
 
-/* Count one run of the command `name` (built-in or configured; NULL for
- * one that does not exist) that took `usec`. Any thread. */
+/* The slot of the command `name` (built-in or configured; NULL for one that
+ * does not exist: "unknown"), made on first use; -1 if the table is full.
+ * Any thread. */
+int metrics_slot(const char *name);
+/* Count one run that took `usec`: lock-free. Any thread. */
+void metrics_record_slot(int slot, bool ok, uint64_t usec);
 void metrics_record(const char *name, bool ok, uint64_t usec);
 
 /* Append the whole exposition; -ENOMEM or 0. Any thread. */
