@@ -50,6 +50,9 @@ class Broker:
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="ipcd-bridge-broker-")
+        # mosquitto started as root runs as user mosquitto: let it save its
+        # persistence file here.
+        os.chmod(self.dir, 0o1777)
         self.port = free_port()
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         with open(self.conf, "w") as f:
