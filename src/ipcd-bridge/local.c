@@ -201,7 +201,7 @@ static void handle_event(Local *l, const ProtoFrame *f)
 static void handle_frames(Local *l)
 {
         ProtoFrame f;
-        int r;
+        int r = 0;
 
         while (l->conn && (r = conn_next_frame(l->conn, &f)) > 0) {
                 Pending *p;
@@ -259,7 +259,6 @@ static void handle_frames(Local *l)
 static void pump(Local *l)
 {
         while (l->conn && l->p_n < LOCAL_WINDOW) {
-                char *argv[3];
                 Event *e = evqueue_pop(l->in);
                 int r;
 
@@ -274,7 +273,6 @@ static void pump(Local *l)
                         r = proto_append_arg(&l->conn->out, e->payload, e->len);
                 if (r >= 0)
                         r = buffer_append(&l->conn->out, "\n", 1);
-                (void)argv;
                 if (r >= 0 && subscribed_to(l, e->topic)) {
                         Echo *echo = calloc(1, sizeof(*echo));
                         echo->event = echo ? event_new(e->topic, e->payload, e->len, 0, false) : NULL;
