@@ -50,8 +50,6 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
         Mqtt *m = obj;
         const BridgeConfig *c = m->config;
 
-        int mid = 0, r;
-
         if (rc != 0) {
                 log_full_errno(LOG_WARNING, 0, FIELDS(.broker = c->broker), "The broker %s refused the connection: %s",
                                c->broker, mosquitto_reason_string(rc));
@@ -62,21 +60,11 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
         atomic_store(&m->stats->broker_up, true);
         log_full_errno(LOG_INFO, 0, FIELDS(.broker = c->broker), "Connected to the broker %s as %s (%s session)", c->broker,
                        c->client_id, (flags & 1) ? "resumed" : "new");
-        for (size_t i = 0; i < c->n_in; i++) {
-                int opts = MQTT_SUB_OPT_NO_LOCAL;
-
-                if (!c->in[i].retained)
-                        opts |= MQTT_SUB_OPT_SEND_RETAIN_NEVER;
-                r = mosquitto_subscribe_v5(mosq, NULL, c->in[i].mqtt_filter, c->in[i].qos, opts,
-                                           NULL);
-                if (r != MOSQ_ERR_SUCCESS)
-                        log_warning("Cannot subscribe to %s: %s", c->in[i].mqtt_filter,
-                                    mosquitto_strerror(r));
-        }
-        r = mosquitto_publish_v5(mosq, &mid, c->status_topic, (int)strlen(STATUS_ONLINE),
-                                 STATUS_ONLINE, 1, true, m->origin);
-        if (r == MOSQ_ERR_SUCCESS)
-                pending_add(m, mid, PENDING_STATUS);
+        /* Subscribing and the status are done by the thread after the
+         * loop step returns: libmosquitto holds its callback lock here, and
+         * publishing under it orders its locks against themselves (TSan). */
+        m->just_connected = true;
+        (void)mosq;
         (void)props;
 }
 
@@ -187,6 +175,31 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
                                        dropped, atomic_load(&m->in->dropped));
         }
         (void)mosq;
+}
+
+/* The session was accepted: subscribe, and say "online". */
+static void session_started(Mqtt *m)
+{
+        struct mosquitto *mosq = m->mosq;
+        const BridgeConfig *c = m->config;
+        int mid = 0, r;
+
+        m->just_connected = false;
+        for (size_t i = 0; i < c->n_in; i++) {
+                int opts = MQTT_SUB_OPT_NO_LOCAL;
+
+                if (!c->in[i].retained)
+                        opts |= MQTT_SUB_OPT_SEND_RETAIN_NEVER;
+                r = mosquitto_subscribe_v5(mosq, NULL, c->in[i].mqtt_filter, c->in[i].qos, opts,
+                                           NULL);
+                if (r != MOSQ_ERR_SUCCESS)
+                        log_warning("Cannot subscribe to %s: %s", c->in[i].mqtt_filter,
+                                    mosquitto_strerror(r));
+        }
+        r = mosquitto_publish_v5(mosq, &mid, c->status_topic, (int)strlen(STATUS_ONLINE),
+                                 STATUS_ONLINE, 1, true, m->origin);
+        if (r == MOSQ_ERR_SUCCESS)
+                pending_add(m, mid, PENDING_STATUS);
 }
 
 /* Hand queued events to libmosquitto while the window allows. */
@@ -347,6 +360,8 @@ static void *mqtt_thread(void *p)
                         evqueue_clear_wakeup(m->out);
                 if (rc == MOSQ_ERR_SUCCESS && (pf[0].revents || c->tls))
                         rc = mosquitto_loop_read(m->mosq, 1);
+                if (rc == MOSQ_ERR_SUCCESS && m->just_connected)
+                        session_started(m);
                 if (rc == MOSQ_ERR_SUCCESS)
                         pump(m);
                 if (rc == MOSQ_ERR_SUCCESS && mosquitto_want_write(m->mosq))

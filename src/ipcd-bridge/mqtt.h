@@ -42,7 +42,7 @@ typedef struct Mqtt {
         bool started;
         atomic_bool stop;
         /* The MQTT thread's alone: */
-        bool socket_up, session_up;
+        bool socket_up, session_up, just_connected;
         unsigned backoff_ms;
         uint8_t pending[65536]; /* by mid: 0 none, 1 QoS 0, 2 QoS 1, 3 the status */
         unsigned n_pending;
