@@ -44,6 +44,47 @@ complete_line()
         fi
 }
 
+# complete_bash "LINE": as bash itself calls the completion for LINE, its
+# COMP_WORDS split at blanks and at ':' and '=' (COMP_WORDBREAKS), each run of
+# those a word of its own.
+complete_bash()
+{
+        local line=$1 w rest
+        COMP_WORDS=()
+        for w in $line; do
+                while [[ $w ]]; do
+                        if [[ $w == [:=]* ]]; then
+                                rest=${w##+([:=])}
+                        else
+                                rest=${w##+([^:=])}
+                        fi
+                        COMP_WORDS+=("${w:0:$((${#w} - ${#rest}))}")
+                        w=$rest
+                done
+        done
+        [[ $line == *" " ]] && COMP_WORDS+=("")
+        COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+        COMP_LINE="$line"
+        COMP_POINT=${#COMP_LINE}
+        COMPREPLY=()
+        _ipcctl 2>"$tmp/stderr"
+        got=$(printf '%s\n' "${COMPREPLY[@]}" | sort | tr '\n' ' ')
+        got=${got% }
+}
+
+# expect_bash "WANT" "LINE": what bash gets for LINE is exactly WANT.
+expect_bash()
+{
+        complete_bash "$2"
+        if [[ $got == "$1" ]]; then
+                passes=$((passes + 1))
+                echo "ok: [$2] -> [$got]"
+        else
+                failures=$((failures + 1))
+                echo "FAIL: [$2]: got [$got], want [$1]"
+        fi
+}
+
 # expect "WANT" WORD... : COMPREPLY (sorted, blank-separated) is exactly WANT.
 expect()
 {
@@ -113,6 +154,17 @@ for w in $got; do
 done
 expect "echo" --socket="$tmp/run/ipcd.sock" --json send help ec
 expect "" -s "$tmp/run/ipcd.sock" send ping ""
+# As bash splits the words: a HOST:PORT or an --opt=value is no verb.
+shopt -s extglob
+expect_bash "" "$ipcctl -H 127.0.0.1:1 send "
+expect_bash "send stats" "$ipcctl -H 127.0.0.1:1 s"
+expect_bash "send stats" "$ipcctl --host=127.0.0.1:1 s"
+expect_bash "hello listen publish send stats" "$ipcctl --host=[::1]:1 "
+expect_bash "echo" "$ipcctl --socket=$tmp/run/ipcd.sock send ec"
+expect_bash "echo" "$ipcctl -s $tmp/run/ipcd.sock --json=typed send ec"
+expect_bash "frames" "$ipcctl --json=f"
+expect_bash "$tmp/run/ipcd.sock" "$ipcctl --socket=$tmp/run/ipcd"
+expect_bash "ssh:" "$ipcctl -H ss"
 # No daemon there: nothing, quietly (complete_line fails on stderr output).
 expect "" -s "$tmp/run/none.sock" send ""
 

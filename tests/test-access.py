@@ -28,7 +28,7 @@ TOKEN_USER = "user-secret-7f3a"
 TOKEN_ADMIN = "admin-secret-91c2"
 
 GUEST_BUILTINS = {"ping", "echo", "hello", "help", "auth", "quit"}
-USER_BUILTINS = GUEST_BUILTINS | {"subscribe", "unsubscribe", "publish", "stats"}
+USER_BUILTINS = GUEST_BUILTINS | {"subscribe", "unsubscribe", "publish", "stats", "metrics"}
 ADMIN_BUILTINS = USER_BUILTINS | {"clients", "reload"}
 
 
@@ -432,7 +432,8 @@ def test_world_readable_secret_refused():
         # group-readable is the admin's choice; accepted
         os.chmod(secret, 0o640)
         rc, out = check_config(conf)
-        check(rc == 0 and out == "", "0640 secret: %d %r" % (rc, out))
+        check(rc == 0 and out == "read %s\nconfiguration ok: 0 command(s), 1 token(s)\n" % conf,
+              "0640 secret: %d %r" % (rc, out))
     finally:
         shutil.rmtree(cdir, ignore_errors=True)
 

@@ -20,6 +20,7 @@ import json
 import os
 import pty
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -31,7 +32,7 @@ import threading
 import time
 
 from ipcdtest import (IPCCTL, Daemon, check, clean_env, configured, fail, frame, own, run_tests,
-                      wait_for)
+                      skip, wait_for)
 
 TIMEOUT = 30  # upper bound for any single ipcctl run
 
@@ -336,8 +337,14 @@ def test_usage_errors():
     usage("hello", "extra")
     usage("stats", "extra")
     usage("publish", "news")
-    usage("publish", "news", "a", "b")
+    usage("publish")
     usage("publish", "bad topic", "message")
+    # a command of the daemon typed as a verb: the hint says how to send it
+    for verb, hint in (("ping", b"did you mean: ipcctl send ping?"),
+                       ("stats2", b"ipcctl send stats2"),
+                       ("clients", b"did you mean: ipcctl send clients?")):
+        res = ipcctl("-s", "/nonexistent", verb)
+        expect(res, 2, stderr=lambda e: hint in e, what="hint for %s" % verb)
     usage("listen")
     usage("listen", "--count")
     usage("listen", "--count", "0", "news")
@@ -556,37 +563,91 @@ def json_lines(out):
 
 
 def test_json():
+    """--json=frames: each frame as it came."""
     with Daemon() as d:
         for arg in AWKWARD:
-            res = ipcctl("--json", "-s", d.path, "send", "echo", arg)
+            res = ipcctl("--json=frames", "-s", d.path, "send", "echo", arg)
             expect(res, 0, stderr=b"")
             objs = json_lines(res.stdout)
             check(objs == [{"type": "OK", "payload": arg}], "--json echo %r: %r" % (arg, objs))
             check(all(0x20 <= b < 0x7f or b >= 0x80 for b in res.stdout[:-1]),
                   "control character in JSON output %r" % res.stdout)
+            # typed: the same text as a JSON string
+            res = ipcctl("--json", "-s", d.path, "send", "echo", arg)
+            check(json_lines(res.stdout) == [arg], "--json echo %r: %r" % (arg, res.stdout))
         # bytes that are not valid UTF-8: \u00XX of the byte
-        res = ipcctl("--json", "-s", d.path, "send", "echo", b"a\xffb\xc3(\xe2\x82")
+        res = ipcctl("--json=frames", "-s", d.path, "send", "echo", b"a\xffb\xc3(\xe2\x82")
         expect(res, 0)
         check(json_lines(res.stdout) == [{"type": "OK", "payload": "a\u00ffb\u00c3(\u00e2\u0082"}],
               "invalid UTF-8 in JSON: %r" % res.stdout)
         check(b"\\u00ff" in res.stdout, "invalid byte not escaped as \\u00ff: %r" % res.stdout)
         # ERR: an object with the code on stdout, nothing on stderr, exit 1
-        res = ipcctl("--json", "-s", d.path, "send", "nope")
+        res = ipcctl("--json=frames", "-s", d.path, "send", "nope")
         expect(res, 1, stderr=b"")
         check(json_lines(res.stdout) == [{"type": "ERR", "code": "unknown-command",
                                           "payload": "unknown command: nope"}],
               "--json ERR: %r" % res.stdout)
         # hello as one object whose payload holds the key: value lines
-        res = ipcctl("--json", "-s", d.path, "hello")
+        res = ipcctl("--json=frames", "-s", d.path, "hello")
         objs = json_lines(res.stdout)
         check(len(objs) == 1 and objs[0]["type"] == "OK" and
               "server: ipcd\n" in objs[0]["payload"], "--json hello: %r" % objs)
         # pipe mode: one object per answer, in order
-        res = ipcctl("--json", "-s", d.path, input=b"ping\nnope\necho a\n")
+        res = ipcctl("--json=frames", "-s", d.path, input=b"ping\nnope\necho a\n")
         expect(res, 1, stderr=b"")
         objs = json_lines(res.stdout)
         check([o["type"] for o in objs] == ["OK", "ERR", "OK"] and objs[0]["payload"] == "pong"
               and objs[2]["payload"] == "a", "--json pipe: %r" % objs)
+        expect(ipcctl("--json=yaml", "-s", d.path, "hello"), 2,
+               stderr=lambda e: b"invalid --json 'yaml'" in e)
+
+
+def test_json_typed():
+    """--json: typed values, one per line, as jq reads them."""
+    with Daemon() as d:
+        res = ipcctl("--json", "-s", d.path, "stats")
+        expect(res, 0, stderr=b"")
+        [st] = json_lines(res.stdout)
+        check(isinstance(st["clients"], int) and st["clients"] >= 1, "stats: %r" % st)
+        check(isinstance(st["uptime_sec"], int) and st["activation"] == "standalone",
+              "stats: %r" % st)
+        check(st["listener"] == ["unix:" + d.path], "stats listener as a list: %r" % st)
+        [h] = json_lines(ipcctl("--json", "-s", d.path, "hello").stdout)
+        check(h["server"] == "ipcd" and h["protocol"] == 1 and isinstance(h["client"], int)
+              and h["role"] == "admin" and h["transport"] == "unix" and
+              isinstance(h["version"], str) and h["peer"].startswith("pid="), "hello: %r" % h)
+        [cl] = json_lines(ipcctl("--json", "-s", d.path, "send", "clients").stdout)
+        check(isinstance(cl, list) and cl[0]["role"] == "admin" and
+              isinstance(cl[0]["id"], int) and cl[0]["topics"] == [] and
+              " uid=" in cl[0]["peer"], "clients: %r" % cl)
+        [hl] = json_lines(ipcctl("--json", "-s", d.path, "send", "help").stdout)
+        check({"name": "ping", "usage": "ping [TEXT]", "description": "answer pong, or TEXT"}
+              in hl, "help: %r" % hl)
+        [h1] = json_lines(ipcctl("--json", "-s", d.path, "send", "help", "ping").stdout)
+        check(h1["name"] == "ping", "help ping: %r" % h1)
+        check(json_lines(ipcctl("--json", "-s", d.path, "send", "ping").stdout) == ["pong"],
+              "ping")
+        check(json_lines(ipcctl("--json", "-s", d.path, "send", "publish", "t", "x").stdout)
+              == [0], "publish")
+        res = ipcctl("--json", "-s", d.path, "send", "nope")
+        expect(res, 1, stderr=b"")
+        check(json_lines(res.stdout) == [{"error": "unknown-command",
+                                          "message": "unknown command: nope"}], "error")
+        [rl] = json_lines(ipcctl("--json", "-s", d.path, "send", "reload").stdout)
+        check(rl == {"commands": 0, "tokens": 0}, "reload: %r" % rl)
+        # pipelined: each answer typed by its own request
+        res = ipcctl("--json", "-s", d.path, input=b"ping\nstats\nnope\nsubscribe a b\n")
+        objs = json_lines(res.stdout)
+        check(len(objs) == 4 and objs[0] == "pong" and isinstance(objs[1]["clients"], int)
+              and objs[2]["error"] == "unknown-command" and objs[3] == 2, "pipe: %r" % objs)
+        # and jq takes it as it is
+        if shutil.which("jq"):
+            out = subprocess.run("%s --json -s %s stats | jq .clients" % (IPCCTL, d.path),
+                                 shell=True, capture_output=True, env=env_for(), timeout=TIMEOUT)
+            check(out.stdout.strip().isdigit(), "jq .clients: %r" % out.stdout)
+            out = subprocess.run("%s --json -s %s send clients | jq '.[0].role'" % (IPCCTL, d.path),
+                                 shell=True, capture_output=True, env=env_for(), timeout=TIMEOUT)
+            check(out.stdout.strip() == b'"admin"', "jq .[0].role: %r" % out.stdout)
 
 
 def test_quiet():
@@ -604,6 +665,10 @@ def test_quiet():
 
 def test_pipe():
     with Daemon() as d:
+        # exit is ipcctl's own, as at the terminal: not sent, the input ends
+        expect(ipcctl("-s", d.path, input=b"ping\nexit\necho never\n"), 0, stdout=b"pong\n",
+               stderr=b"")
+        expect(ipcctl("-s", d.path, input=b"ping\n  exit  \n"), 0, stdout=b"pong\n")
         # 2,000 pipelined requests, every answer in order
         n = 2000
         data = b"".join(b"echo line-%d\n" % i for i in range(n))
@@ -675,10 +740,14 @@ def test_pipe_server_breaks():
     with FakeServer(stream) as fake:
         expect(ipcctl("-s", fake.path, "send", "x"), 0,
                stdout=b"part one, part two\nthree\n", stderr=b"")
-        res = ipcctl("--json", "-s", fake.path, "send", "x")
+        res = ipcctl("--json=frames", "-s", fake.path, "send", "x")
         check(json_lines(res.stdout) == [{"type": "MORE", "payload": "part one, "},
                                          {"type": "MORE", "payload": "part two\nthree"},
                                          {"type": "OK", "payload": ""}],
+              "--json=frames stream: %r" % res.stdout)
+        # typed: the output as chunks, nothing for the empty OK
+        res = ipcctl("--json", "-s", fake.path, "send", "x")
+        check(json_lines(res.stdout) == [{"chunk": "part one, "}, {"chunk": "part two\nthree"}],
               "--json stream: %r" % res.stdout)
 
 
@@ -747,16 +816,24 @@ def test_listen_fake():
     events = [("news", "first"), ("sport", "with spaces and \u00e9"), ("news", ""),
               ("news", "never printed")]
     with FakeServer(events_handler(events, b"subscribe news sport")) as fake:
+        # several topics: each payload after its topic
         res = ipcctl("-s", fake.path, "listen", "news", "sport", "--count", "3")
-        expect(res, 0, stdout="first\nwith spaces and \u00e9\n\n".encode(), stderr=b"")
+        expect(res, 0, stdout="[news] first\n[sport] with spaces and \u00e9\n[news] \n".encode(),
+               stderr=b"")
         # --count may come first, and as --count=N
         expect(ipcctl("-s", fake.path, "listen", "--count=1", "news", "sport"), 0,
-               stdout=b"first\n")
-        res = ipcctl("--json", "-s", fake.path, "listen", "--count", "2", "news", "sport")
+               stdout=b"[news] first\n")
+        res = ipcctl("--json=frames", "-s", fake.path, "listen", "--count", "2", "news", "sport")
         expect(res, 0, stderr=b"")
         check(json_lines(res.stdout) == [
             {"type": "EVENT", "topic": "news", "payload": "first"},
             {"type": "EVENT", "topic": "sport", "payload": "with spaces and \u00e9"}],
+            "--json=frames listen: %r" % res.stdout)
+        res = ipcctl("--json", "-s", fake.path, "listen", "--count", "2", "news", "sport")
+        expect(res, 0, stderr=b"")
+        check(json_lines(res.stdout) == [
+            {"topic": "news", "payload": "first"},
+            {"topic": "sport", "payload": "with spaces and \u00e9"}],
             "--json listen: %r" % res.stdout)
         expect(ipcctl("-q", "-s", fake.path, "listen", "news", "sport", "--count", "2"), 0,
                stdout=b"")
@@ -831,8 +908,10 @@ def test_publish_fake():
         expect(ipcctl("-s", fake.path, "publish", "news", "hello world"), 0, stdout=b"2\n",
                stderr=b"")
         expect(ipcctl("-s", fake.path, "publish", "news", 'tab\there "q"'), 0, stdout=b"0\n")
+        res = ipcctl("--json=frames", "-s", fake.path, "publish", "news", "hello world")
+        check(json_lines(res.stdout) == [{"type": "OK", "payload": "2"}], "--json=frames publish")
         res = ipcctl("--json", "-s", fake.path, "publish", "news", "hello world")
-        check(json_lines(res.stdout) == [{"type": "OK", "payload": "2"}], "--json publish")
+        check(json_lines(res.stdout) == [2], "--json publish: %r" % res.stdout)
         expect(ipcctl("-s", fake.path, "publish", "news", "other"), 1,
                stderr=lambda e: e.startswith(b"ipcctl: bad-request: got "))
 
@@ -906,7 +985,7 @@ def test_interactive():
             with Pty("--json", "-s", d.path, env=pty_env(home)) as t:
                 t.expect(b"> ")
                 t.type(b"ping\r")
-                t.expect(b'{"type":"OK","payload":"pong"}')
+                t.expect(b'"pong"')
                 t.type(b"exit\r")
                 check(t.wait_exit() == 0, "--json exit: status %s" % t.status)
 
@@ -930,6 +1009,9 @@ def test_interactive_events():
 
     def handler(c):
         line = c.readline()
+        if line == b"help":  # ipcctl's own, for Tab
+            c.send(frame("OK", "subscribe TOPIC... - receive events\n"))
+            line = c.readline()
         if line != b"subscribe news":
             raise AssertionError("got %r" % line)
         c.send(frame("OK", "1"))
@@ -956,6 +1038,102 @@ def test_interactive_events():
         shutil.rmtree(home, ignore_errors=True)
 
 
+class Tmux:
+    """ipcctl in a tmux session of its own (a private tmux server, -L), driven
+    as a person would: send-keys, and capture-pane to read the screen."""
+
+    def __init__(self, *args, env=None):
+        self.sock = "ipcctl-test-%d" % os.getpid()
+        self.env = env
+        cmd = " ".join(shlex.quote(a) for a in [IPCCTL] + list(args))
+        self.run("new-session", "-d", "-x", "120", "-y", "40", cmd)
+        self.pid = int(self.run("display-message", "-p", "#{pid}").strip())
+
+    def run(self, *args):
+        return subprocess.run(["tmux", "-L", self.sock] + list(args), env=self.env,
+                              capture_output=True, check=True, timeout=TIMEOUT).stdout.decode()
+
+    def keys(self, *keys):
+        self.run("send-keys", *keys)
+
+    def screen(self):
+        return self.run("capture-pane", "-p")
+
+    def expect(self, what, timeout=10.0):
+        wait_for(lambda: what in self.screen(), timeout,
+                 "the screen to show %r (it shows %r)" % (what, self.screen()[-800:]))
+
+    def close(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)  # the tmux server this test started
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def children_of(pid):
+    kids = []
+    for task in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+def test_interactive_shell():
+    """Tab completion from the daemon's help, the usage hint, Ctrl-C that
+    cancels a running command and keeps the subscriptions, help's own lines."""
+    if not shutil.which("tmux"):
+        skip("tmux is not installed")
+    home = tempfile.mkdtemp(prefix="ipcctl-home-")
+    conf = "[Command nap]\nExec=/bin/sleep 300\nRole=user\n"
+    try:
+        with configured(conf) as d, Tmux("-s", d.path, env=pty_env(home)) as t:
+            t.expect("\n>")  # capture-pane drops trailing blanks
+            t.keys("pi", "Tab")
+            t.expect("> ping")
+            t.keys("Enter")
+            t.expect("pong")
+            # completion of help's argument, and of configured names
+            t.keys("help na", "Tab", "Enter")
+            t.expect("nap - run /bin/sleep")
+            # no file names: README.md is not a command
+            t.keys("REA", "Tab")
+            check("README" not in t.screen(), "Tab completed a file name: %r" % t.screen())
+            t.keys("C-u", "publish ", "Tab")
+            t.expect("usage: publish TOPIC MESSAGE...")
+            t.keys("C-u", "subscribe news", "Enter")
+            t.expect("subscribe news\n1")
+            # Ctrl-C during a running command: back to the prompt, the command gone
+            t.keys("nap", "Enter")
+            wait_for(lambda: children_of(d.pid), what="nap to start")
+            kid = children_of(d.pid)[0]
+            t.keys("C-c")
+            t.expect("^C cancelled 1 request(s)")
+            wait_for(lambda: not os.path.exists("/proc/%d" % kid) or
+                     open("/proc/%d/stat" % kid).read().split()[2] == "Z",
+                     what="the running command to be killed")
+            # the subscription came along to the new connection
+            wait_for(lambda: ipcctl("-s", d.path, "publish", "news", "still here").stdout
+                     == b"1\n", what="the subscription to be restored")
+            t.expect("[news] still here")
+            t.keys("ping", "Enter")
+            t.expect("pong\n>")
+            # help says how to leave
+            t.keys("help", "Enter")
+            t.expect("exit - leave ipcctl")
+            t.keys("exit", "Enter")
+            wait_for(lambda: subprocess.run(["tmux", "-L", t.sock, "has-session"],
+                                            capture_output=True).returncode != 0,
+                     what="ipcctl to leave on exit")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 if __name__ == "__main__":
     run_tests([
         test_help,
@@ -969,6 +1147,7 @@ if __name__ == "__main__":
         test_target_selection,
         test_timeout,
         test_json,
+        test_json_typed,
         test_quiet,
         test_pipe,
         test_pipe_server_breaks,
@@ -978,4 +1157,5 @@ if __name__ == "__main__":
         test_publish_fake,
         test_interactive,
         test_interactive_events,
+        test_interactive_shell,
     ])

@@ -12,7 +12,8 @@
 #    shows it.)
 # 2. Every long option that `IPCD --help` prints appears in ipcd.8, and
 #    every one that `IPCCTL --help` prints in ipcctl.1, in the rendered
-#    text (so it is really documented, not only named in a comment).
+#    text (so it is really documented, not only named in a comment); so
+#    must those of `$IPCD_BRIDGE --help` in ipcd-bridge.8 when it is set.
 #
 # Exit status: 0 pass, 1 fail, 77 skipped (no mandoc), 2 usage.
 set -u
@@ -35,11 +36,13 @@ fi
 fail=0
 ipcd_page=
 ipcctl_page=
+bridge_page=
 
 for page in "$@"; do
         case ${page##*/} in
         ipcd.8) ipcd_page=$page ;;
         ipcctl.1) ipcctl_page=$page ;;
+        ipcd-bridge.8) bridge_page=$page ;;
         esac
         out=$(mandoc -Tlint -Wwarning "$page" 2>&1)
         status=$?
@@ -86,5 +89,9 @@ check_options() {
 
 check_options "$ipcd" "$ipcd_page"
 check_options "$ipcctl" "$ipcctl_page"
+# ipcd-bridge, when built: $IPCD_BRIDGE names it.
+if [ -n "${IPCD_BRIDGE:-}" ]; then
+        check_options "$IPCD_BRIDGE" "$bridge_page"
+fi
 
 exit $fail

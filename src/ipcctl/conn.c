@@ -8,6 +8,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -15,6 +18,8 @@
 
 #include "address.h"
 #include "conn.h"
+
+extern char **environ;
 
 usec_t now_usec(void)
 {
@@ -88,6 +93,12 @@ Conn *conn_free(Conn *c)
         if (!c)
                 return NULL;
         safe_close(c->fd);
+        if (c->ssh_pid > 0) {
+                /* ssh sees the end of its input and leaves; make sure. */
+                (void)kill(c->ssh_pid, SIGTERM);
+                while (waitpid(c->ssh_pid, NULL, 0) < 0 && errno == EINTR)
+                        ;
+        }
         proto_decoder_done(&c->decoder);
         buffer_done(&c->out);
         free(c);
@@ -223,6 +234,51 @@ int conn_connect_tcp(const char *host, const char *port, usec_t deadline, Conn *
                 safe_close(fd);
                 return -ENOMEM;
         }
+        *ret = c;
+        return 0;
+}
+
+int conn_connect_command(char *const *argv, Conn **ret)
+{
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t attr;
+        sigset_t mask;
+        int sv[2], r;
+        pid_t pid;
+        Conn *c;
+
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                return -errno;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, sv[1], STDIN_FILENO);
+        posix_spawn_file_actions_adddup2(&fa, sv[1], STDOUT_FILENO);
+        posix_spawnattr_init(&attr);
+        /* Ctrl-C is ours (the interactive mode cancels with it), not ssh's:
+         * ssh starts with SIGINT blocked, and SIGPIPE back to its default. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGINT);
+        posix_spawnattr_setsigmask(&attr, &mask);
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGPIPE);
+        posix_spawnattr_setsigdefault(&attr, &mask);
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+        r = posix_spawnp(&pid, argv[0], &fa, &attr, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
+        safe_close(sv[1]);
+        if (r != 0) {
+                safe_close(sv[0]);
+                return -r;
+        }
+        r = set_nonblock(sv[0]);
+        c = r < 0 ? NULL : conn_new(sv[0]);
+        if (!c) {
+                safe_close(sv[0]);
+                (void)kill(pid, SIGTERM);
+                (void)waitpid(pid, NULL, 0);
+                return r < 0 ? r : -ENOMEM;
+        }
+        c->ssh_pid = pid;
         *ret = c;
         return 0;
 }

@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "buffer.h"
 #include "macro.h"
@@ -38,6 +39,7 @@ int poll_deadline(struct pollfd *fds, nfds_t n, usec_t deadline);
 
 typedef struct Conn {
         int fd;
+        pid_t ssh_pid; /* the ssh carrying this connection, or 0 */
         ProtoDecoder decoder;
         Buffer out; /* queued, not yet written */
         bool eof;   /* the server closed its side */
@@ -47,6 +49,13 @@ int conn_connect_unix(const char *path, usec_t deadline, Conn **ret);
 /* Tries each getaddrinfo() result in turn; -EADDRNOTAVAIL if HOST does not
  * resolve. */
 int conn_connect_tcp(const char *host, const char *port, usec_t deadline, Conn **ret);
+/*
+ * Run `argv` (ssh and its arguments: the far side's bridge to the daemon's
+ * Unix socket) with its stdin and stdout on a socketpair whose other end is
+ * the connection. ssh's stderr is ours, so that its own errors show. The
+ * child is ended and reaped by conn_free().
+ */
+int conn_connect_command(char *const *argv, Conn **ret);
 Conn *conn_free(Conn *c);
 
 static inline void conn_freep(Conn **c)

@@ -12,9 +12,17 @@
  * has libedit redraw the prompt with what was typed so far. Streamed (MORE)
  * output is therefore printed a line at a time; --json prints every frame.
  *
- * SIGINT at the prompt discards the line being typed; SIGINT while answers
- * are outstanding, SIGTERM and SIGHUP close the session (exit 0), which also
- * stops a configured command that is still running on the server.
+ * SIGINT at the prompt discards the line being typed. SIGINT while answers
+ * are outstanding cancels them: the connection is closed (which stops a
+ * configured command still running on the server, ipcd kills it) and a new
+ * one opened, with the token, a successful `auth` typed here and the
+ * topics subscribed here given again, silently. SIGTERM and SIGHUP close
+ * the session (exit 0).
+ *
+ * Tab completes the command names the daemon lets this client run, asked
+ * of it with a `help` of our own at the start and again after a `reload`
+ * or `auth` (the answer is not shown), and help's argument; at an argument
+ * of a known command it shows the command's usage line instead.
  *
  * History: $XDG_STATE_HOME/ipcctl_history, else ~/.ipcctl_history, read at
  * start and written (mode 0600) at the end; any failure is ignored. `auth`
@@ -51,10 +59,35 @@ typedef struct Session {
         bool leaving;   /* exit, quit or Ctrl-D: leave once all is answered */
         bool done;
         size_t outstanding; /* requests sent, not answered yet */
+        KindFifo kinds;     /* what each of them is, for --json */
+        KindFifo tags;      /* and whose: a RequestTag each */
+        char **names;       /* the commands we may run (help), for Tab */
+        char **usages;      /* their usage lines, same order */
+        size_t n_names;
+        char **topics; /* subscribed from this prompt, given again after Ctrl-C */
+        size_t n_topics;
+        char *auth_line;    /* the last auth typed that succeeded */
+        char *auth_pending; /* an auth typed, not answered yet */
         char *history;
 } Session;
 
+/* Who asked: the user (printed) or this session itself (not printed). */
+typedef enum RequestTag {
+        TAG_USER,
+        TAG_USER_HELP,   /* help: add our own lines after the daemon's */
+        TAG_USER_AUTH,   /* remember it if it succeeds; refresh the names */
+        TAG_USER_RELOAD, /* refresh the names when it succeeds */
+        TAG_NAMES,       /* our help: the names for Tab */
+        TAG_SILENT,      /* re-subscribing or re-authenticating after Ctrl-C */
+} RequestTag;
+
 static Session session;
+
+static inline void *mfree(void *p)
+{
+        free(p);
+        return NULL;
+}
 
 static void on_line(char *line)
 {
@@ -148,6 +181,116 @@ static int print_answer(Session *s, const ProtoFrame *f)
         return 0;
 }
 
+static void names_clear(Session *s)
+{
+        for (size_t i = 0; i < s->n_names; i++) {
+                free(s->names[i]);
+                free(s->usages[i]);
+        }
+        s->names = mfree(s->names);
+        s->usages = mfree(s->usages);
+        s->n_names = 0;
+}
+
+/* Take the names and usages out of help's "USAGE - description" lines. */
+static void names_set(Session *s, const char *p, size_t len)
+{
+        size_t n = 0;
+
+        names_clear(s);
+        if (!p || len == 0)
+                return;
+        for (size_t i = 0; i < len; i++)
+                n += p[i] == '\n';
+        s->names = calloc(n + 1, sizeof(char *));
+        s->usages = calloc(n + 1, sizeof(char *));
+        if (!s->names || !s->usages) {
+                s->names = mfree(s->names);
+                s->usages = mfree(s->usages);
+                return;
+        }
+        for (const char *line = p, *end = p + len; line < end && s->n_names < n;) {
+                const char *lf = memchr(line, '\n', (size_t)(end - line)), *sep, *sp;
+                size_t ulen;
+
+                if (!lf)
+                        break;
+                sep = memmem(line, (size_t)(lf - line), " - ", 3);
+                ulen = sep ? (size_t)(sep - line) : (size_t)(lf - line);
+                sp = memchr(line, ' ', ulen);
+                if (ulen > 0) {
+                        char *name = strndup(line, sp ? (size_t)(sp - line) : ulen);
+                        char *usage = strndup(line, ulen);
+                        if (!name || !usage) {
+                                free(name);
+                                free(usage);
+                                break;
+                        }
+                        s->names[s->n_names] = name;
+                        s->usages[s->n_names++] = usage;
+                }
+                line = lf + 1;
+        }
+}
+
+static int queue_own(Session *s, RequestTag tag, char *const *argv, size_t n)
+{
+        unsigned char t = (unsigned char)tag;
+        int r;
+
+        r = conn_queue_request(s->conn, argv, n);
+        if (r >= 0)
+                r = kind_fifo_push(&s->kinds, ANSWER_STREAM);
+        if (r >= 0)
+                r = buffer_append(&s->tags.b, &t, 1);
+        if (r >= 0)
+                s->outstanding++;
+        return r;
+}
+
+static int ask_names(Session *s)
+{
+        char *argv[] = {(char *)"help"};
+
+        return queue_own(s, TAG_NAMES, argv, 1);
+}
+
+/* A final frame came for a request of ours or a tagged one of the user's. */
+static void answered(Session *s, RequestTag tag, const ProtoFrame *f)
+{
+        bool ok = f->type == PROTO_FRAME_OK;
+
+        switch (tag) {
+        case TAG_NAMES:
+                if (ok)
+                        names_set(s, f->payload, f->len);
+                break;
+        case TAG_USER_AUTH:
+                if (ok) {
+                        free(s->auth_line);
+                        s->auth_line = TAKE_PTR(s->auth_pending);
+                }
+                if (ok)
+                        (void)ask_names(s);
+                break;
+        case TAG_USER_RELOAD:
+                if (ok)
+                        (void)ask_names(s);
+                break;
+        case TAG_USER_HELP:
+                /* ipcctl's own words, after the daemon's list. */
+                if (ok && !s->out.json && !s->out.quiet)
+                        fputs("exit - leave ipcctl (also Ctrl-D; quit asks the daemon to close)\n"
+                              "Ctrl-C - cancel the answers still due (a running command is "
+                              "stopped)\n",
+                              stdout);
+                break;
+        case TAG_USER:
+        case TAG_SILENT:
+                break;
+        }
+}
+
 /* Print every buffered frame. Returns 0, or an exit status. */
 static int handle_frames(Session *s)
 {
@@ -155,19 +298,32 @@ static int handle_frames(Session *s)
         int r;
 
         while ((r = conn_next_frame(s->conn, &f)) > 0) {
-                print_begin(s);
-                if (f.type == PROTO_FRAME_EVENT)
-                        r = output_event(&s->out, &f, true);
-                else
-                        r = print_answer(s, &f);
-                if (r >= 0)
-                        r = print_end(s);
-                if (r < 0) {
-                        prompt_hide(s);
-                        return log_output_error(r);
-                }
-                if ((f.type == PROTO_FRAME_OK || f.type == PROTO_FRAME_ERR) && s->outstanding > 0) {
+                RequestTag tag = (RequestTag)kind_fifo_peek(&s->tags);
+                bool final = f.type == PROTO_FRAME_OK || f.type == PROTO_FRAME_ERR;
+                bool own = f.type != PROTO_FRAME_EVENT && s->outstanding > 0 &&
+                           (tag == TAG_NAMES || tag == TAG_SILENT);
+
+                if (!own) {
+                        print_begin(s);
+                        output_expect(&s->out, kind_fifo_peek(&s->kinds));
+                        if (f.type == PROTO_FRAME_EVENT)
+                                r = output_event(&s->out, &f, true, true);
+                        else
+                                r = print_answer(s, &f);
+                        if (r >= 0 && final && s->outstanding > 0)
+                                answered(s, tag, &f);
+                        if (r >= 0)
+                                r = print_end(s);
+                        if (r < 0) {
+                                prompt_hide(s);
+                                return log_output_error(r);
+                        }
+                } else if (final)
+                        answered(s, tag, &f);
+                if (final && s->outstanding > 0) {
                         s->outstanding--;
+                        kind_fifo_pop(&s->kinds);
+                        kind_fifo_pop(&s->tags);
                         if (s->outstanding == 0 && s->leaving)
                                 s->done = true;
                 }
@@ -179,6 +335,111 @@ static int handle_frames(Session *s)
         return 0;
 }
 
+/* Remember what the user subscribes to, to subscribe again after Ctrl-C. */
+static void topics_track(Session *s, const ProtoRequest *req)
+{
+        bool sub = strcmp(req->args[0].data, "subscribe") == 0;
+
+        if (!sub && strcmp(req->args[0].data, "unsubscribe") != 0)
+                return;
+        if (!sub && req->n_args == 1) {
+                for (size_t i = 0; i < s->n_topics; i++)
+                        free(s->topics[i]);
+                s->topics = mfree(s->topics);
+                s->n_topics = 0;
+                return;
+        }
+        for (size_t a = 1; a < req->n_args; a++) {
+                const char *t = req->args[a].data;
+                size_t i;
+
+                for (i = 0; i < s->n_topics && strcmp(s->topics[i], t) != 0; i++)
+                        ;
+                if (sub && i == s->n_topics && proto_topic_is_valid(t, req->args[a].len)) {
+                        char **m = realloc(s->topics, (s->n_topics + 1) * sizeof(char *));
+                        char *d = strdup(t);
+                        if (m)
+                                s->topics = m;
+                        if (!m || !d) {
+                                free(d);
+                                return;
+                        }
+                        s->topics[s->n_topics++] = d;
+                } else if (!sub && i < s->n_topics) {
+                        free(s->topics[i]);
+                        s->topics[i] = s->topics[--s->n_topics];
+                }
+        }
+}
+
+/* Answers due to what the user typed (not our own requests). */
+static size_t user_outstanding(const Session *s)
+{
+        size_t n = 0;
+
+        for (size_t i = s->tags.head; i < s->tags.b.len; i++)
+                n += s->tags.b.data[i] != TAG_NAMES && s->tags.b.data[i] != TAG_SILENT;
+        return n;
+}
+
+/*
+ * Ctrl-C with answers due: drop the connection, and with it whatever the
+ * daemon is still doing for us, and carry on over a new one. Returns 0, or
+ * an exit status when no new connection can be made.
+ */
+static int cancel_pending(Session *s)
+{
+        Conn *c = NULL;
+        int r;
+
+        prompt_hide(s);
+        fputs(s->erase_ok ? "\r\033[K" : "\n", stdout);
+        fprintf(stdout, "^C cancelled %zu request(s)\n", user_outstanding(s));
+        fflush(stdout);
+
+        s->conn = conn_free(s->conn);
+        r = session_open(deadline_after(arg_timeout), &c);
+        if (r != 0)
+                return r;
+        s->conn = c;
+        s->outstanding = 0;
+        kind_fifo_done(&s->kinds);
+        kind_fifo_done(&s->tags);
+        buffer_clear(&s->partial);
+        s->out.line_open = false;
+        free(s->auth_pending);
+        s->auth_pending = NULL;
+
+        if (s->auth_line) {
+                r = conn_queue(s->conn, s->auth_line, strlen(s->auth_line));
+                if (r >= 0)
+                        r = conn_queue(s->conn, "\n", 1);
+                if (r >= 0) {
+                        unsigned char t = TAG_SILENT;
+                        r = kind_fifo_push(&s->kinds, ANSWER_STREAM);
+                        if (r >= 0)
+                                r = buffer_append(&s->tags.b, &t, 1);
+                        if (r >= 0)
+                                s->outstanding++;
+                }
+                if (r < 0)
+                        return session_error(r);
+        }
+        if (s->n_topics > 0) {
+                _cleanup_free_ char **argv = calloc(s->n_topics + 1, sizeof(char *));
+                if (!argv)
+                        return session_error(-ENOMEM);
+                argv[0] = (char *)"subscribe";
+                memcpy(argv + 1, s->topics, s->n_topics * sizeof(char *));
+                r = queue_own(s, TAG_SILENT, argv, s->n_topics + 1);
+                if (r < 0)
+                        return session_error(r);
+        }
+        if (!s->leaving)
+                prompt_show(s);
+        return 0;
+}
+
 /* The command name of a line, if it parses. */
 static bool line_is(Session *s, const char *line, const char *name)
 {
@@ -187,6 +448,16 @@ static bool line_is(Session *s, const char *line, const char *name)
         if (proto_request_parse(&s->req, line, strlen(line), &error) < 0 || s->req.n_args == 0)
                 return false;
         return strcmp(s->req.args[0].data, name) == 0;
+}
+
+/* What --json makes of the answer to a line. */
+static AnswerKind line_kind(Session *s, const char *line)
+{
+        const char *error;
+
+        if (proto_request_parse(&s->req, line, strlen(line), &error) < 0 || s->req.n_args == 0)
+                return ANSWER_STREAM;
+        return answer_kind(s->req.args[0].data, s->req.n_args - 1);
 }
 
 static int handle_line(Session *s, char *line)
@@ -214,13 +485,93 @@ static int handle_line(Session *s, char *line)
         if (line_is(s, line, "quit"))
                 s->leaving = true;
 
-        r = conn_queue(s->conn, line, strlen(line));
+        r = kind_fifo_push(&s->kinds, line_kind(s, line));
+        if (r >= 0) {
+                unsigned char t = TAG_USER;
+
+                if (s->req.n_args > 0) {
+                        const char *name = s->req.args[0].data;
+
+                        topics_track(s, &s->req);
+                        if (strcmp(name, "help") == 0 && s->req.n_args == 1)
+                                t = TAG_USER_HELP;
+                        else if (strcmp(name, "reload") == 0)
+                                t = TAG_USER_RELOAD;
+                        else if (strcmp(name, "auth") == 0) {
+                                t = TAG_USER_AUTH;
+                                free(s->auth_pending);
+                                s->auth_pending = strdup(line);
+                        }
+                }
+                r = buffer_append(&s->tags.b, &t, 1);
+        }
+        if (r >= 0)
+                r = conn_queue(s->conn, line, strlen(line));
         if (r >= 0)
                 r = conn_queue(s->conn, "\n", 1);
         if (r < 0)
                 return r;
         s->outstanding++;
         return 0;
+}
+
+/* Tab: the next command name that starts with `text`. */
+static char *complete_name(const char *text, int state)
+{
+        static const char *const local[] = {"exit"};
+        static size_t i;
+        size_t len = strlen(text);
+
+        if (state == 0)
+                i = 0;
+        while (i < session.n_names + ELEMENTSOF(local)) {
+                const char *n = i < session.n_names ? session.names[i] : local[i - session.n_names];
+                i++;
+                if (strncmp(n, text, len) == 0)
+                        return strdup(n);
+        }
+        return NULL;
+}
+
+/* Show the usage line of the command being typed, above the prompt. */
+static void show_usage(Session *s, const char *name, size_t len)
+{
+        for (size_t i = 0; i < s->n_names; i++)
+                if (strlen(s->names[i]) == len && memcmp(s->names[i], name, len) == 0) {
+                        print_begin(s);
+                        printf("usage: %s\n", s->usages[i]);
+                        (void)print_end(s);
+                        return;
+                }
+}
+
+static char **complete(const char *text, int start, int end)
+{
+        const char *line = rl_line_buffer, *w = line, *first = NULL;
+        size_t first_len = 0, words = 0;
+
+        (void)end;
+        /* Never file names: nothing the daemon runs takes a local path. */
+        rl_attempted_completion_over = 1;
+
+        /* Which word is this? Count the blank-separated words before it. */
+        while (w < line + start) {
+                while (w < line + start && (*w == ' ' || *w == '\t'))
+                        w++;
+                if (w >= line + start)
+                        break;
+                if (words == 0)
+                        first = w;
+                while (w < line + start && *w != ' ' && *w != '\t')
+                        w++;
+                if (words == 0)
+                        first_len = (size_t)(w - first);
+                words++;
+        }
+        if (words == 0 || (words == 1 && first_len == 4 && memcmp(first, "help", 4) == 0))
+                return rl_completion_matches(text, complete_name);
+        show_usage(&session, first, first_len);
+        return NULL;
 }
 
 static char *history_path(void)
@@ -260,7 +611,9 @@ static int handle_signal(Session *s, int sfd)
 
         if (read(sfd, &si, sizeof(si)) != sizeof(si))
                 return 0;
-        if (si.ssi_signo == SIGINT && s->outstanding == 0 && s->prompt) {
+        if (si.ssi_signo == SIGINT && !s->leaving && user_outstanding(s) > 0)
+                return cancel_pending(s);
+        if (si.ssi_signo == SIGINT && !s->leaving && s->prompt) {
                 /* Like a shell: drop the line, show a fresh prompt. */
                 prompt_hide(s);
                 fputs("^C\n", stdout);
@@ -307,8 +660,16 @@ static int session_run(Session *s, int sfd)
                         return session_error(r);
                 }
 
-                if (p[2].revents)
-                        handle_signal(s, sfd);
+                if (p[2].revents) {
+                        r = handle_signal(s, sfd);
+                        if (r != 0) {
+                                prompt_hide(s);
+                                return r;
+                        }
+                        if (s->done)
+                                break;
+                        continue; /* the connection may be a new one */
+                }
                 if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
                         r = conn_receive(s->conn);
                         if (r < 0 && r != -EAGAIN) {
@@ -374,12 +735,17 @@ int run_interactive(void)
         /* Multibyte line editing needs the user's character set. */
         (void)setlocale(LC_CTYPE, "");
 
-        *s = (Session){.conn = c, .req = PROTO_REQUEST_INIT, .partial = BUFFER_INIT};
+        *s = (Session){.conn = TAKE_PTR(c),
+                      .req = PROTO_REQUEST_INIT,
+                      .partial = BUFFER_INIT,
+                      .kinds = KIND_FIFO_INIT,
+                      .tags = KIND_FIFO_INIT};
         output_init(&s->out, arg_json, arg_quiet);
         term = getenv("TERM");
         s->erase_ok = term && *term && strcmp(term, "dumb") != 0;
 
         rl_readline_name = "ipcctl";
+        rl_attempted_completion_function = complete;
         using_history();
         stifle_history(1000);
         s->history = history_path();
@@ -388,6 +754,8 @@ int run_interactive(void)
 
         printf("Connected to %s. Type help for the commands, exit or Ctrl-D to leave.\n",
                session_target());
+        if (ask_names(s) < 0)
+                return session_error(-ENOMEM);
 
         r = session_run(s, sfd);
 
@@ -396,5 +764,18 @@ int run_interactive(void)
         free(s->line);
         proto_request_done(&s->req);
         buffer_done(&s->partial);
+        kind_fifo_done(&s->kinds);
+        kind_fifo_done(&s->tags);
+        names_clear(s);
+        for (size_t i = 0; i < s->n_topics; i++)
+                free(s->topics[i]);
+        free(s->topics);
+        if (s->auth_line)
+                explicit_bzero(s->auth_line, strlen(s->auth_line));
+        if (s->auth_pending)
+                explicit_bzero(s->auth_pending, strlen(s->auth_pending));
+        free(s->auth_line);
+        free(s->auth_pending);
+        s->conn = conn_free(s->conn);
         return r;
 }

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 
 #include "conn.h"
+#include "json.h"
 
 typedef enum ExitStatus {
         EXIT_STATUS_OK = 0,
@@ -25,7 +26,7 @@ extern const char *arg_socket;
 extern const char *arg_host;
 extern const char *arg_token_file;
 extern usec_t arg_timeout; /* 0: none */
-extern bool arg_json;
+extern JsonMode arg_json;
 extern bool arg_quiet;
 
 /* Print "ipcctl: MESSAGE" on stderr. */
@@ -54,3 +55,4 @@ int verb_publish(int argc, char *argv[]);
 int verb_listen(int argc, char *argv[]);
 int run_interactive(void);
 int run_pipe(void);
+int run_stdio_bridge(void);

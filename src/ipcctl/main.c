@@ -21,8 +21,9 @@ const char *arg_socket = NULL;
 const char *arg_host = NULL;
 const char *arg_token_file = NULL;
 usec_t arg_timeout = 0;
-bool arg_json = false;
+JsonMode arg_json = JSON_OFF;
 bool arg_quiet = false;
+static bool arg_stdio_bridge = false;
 
 typedef struct Verb {
         const char *verb;
@@ -35,7 +36,7 @@ static const Verb verbs[] = {
     {"send", verb_send, "COMMAND [ARG...]", "Send one command, print its answer"},
     {"hello", verb_hello, "", "Show the server and this connection"},
     {"stats", verb_stats, "", "Show the server's counters"},
-    {"publish", verb_publish, "TOPIC MESSAGE", "Publish an event"},
+    {"publish", verb_publish, "TOPIC MESSAGE...", "Publish an event (words joined by blanks)"},
     {"listen", verb_listen, "TOPIC... [--count N]", "Print events until interrupted"},
 };
 
@@ -98,18 +99,27 @@ static void help(void)
             "Options:\n"
             "  -s, --socket PATH             Connect to the Unix socket PATH\n"
             "  -H, --host HOST[:PORT]        Connect over TCP (port %d by default)\n"
+            "  -H, --host ssh:[USER@]HOST[:PORT]\n"
+            "                                Connect over SSH to the daemon's Unix socket on\n"
+            "                                HOST (its default one, or -s PATH there), as the\n"
+            "                                SSH login's user ($IPCCTL_SSH: ssh to run)\n"
             "      --token-file FILE         Authenticate with the secret in FILE\n"
             "                                (default: $IPCD_TOKEN_FILE)\n"
             "  -t, --timeout SEC             Give up after SEC seconds (decimals allowed):\n"
             "                                connecting and the answer; for listen, until\n"
             "                                subscribed; without a verb, connecting (on a\n"
             "                                terminal) or the whole run (pipe)\n"
-            "      --json                    Print each frame as one JSON object per line:\n"
-            "                                {\"type\":\"OK\",\"payload\":\"...\"}, with \"code\"\n"
-            "                                for ERR and \"topic\" for EVENT; payload bytes\n"
-            "                                that are not valid UTF-8 appear as \\u00XX of\n"
-            "                                the byte's value\n"
+            "      --json[=typed|frames]     Print JSON, one value per line. typed (the\n"
+            "                                default): answers as objects, arrays, numbers\n"
+            "                                and strings (stats as {\"clients\":1,...}),\n"
+            "                                errors as {\"error\":CODE,\"message\":...}, events\n"
+            "                                as {\"topic\":...,\"payload\":...}, streamed output\n"
+            "                                as {\"chunk\":...}; frames: each frame as received,\n"
+            "                                {\"type\":\"OK\",\"payload\":\"...\"}; bytes that are\n"
+            "                                not valid UTF-8 appear as \\u00XX of their value\n"
             "  -q, --quiet                   Print no payloads, only errors\n"
+            "      --stdio-bridge            Copy stdin and stdout to the daemon's Unix socket\n"
+            "                                (-s, or the default): the far side of -H ssh:\n"
             "  -h, --help                    Show this help\n"
             "      --version                 Show the version\n"
             "\n"
@@ -148,6 +158,7 @@ static int parse_argv(int argc, char *argv[])
                 ARG_VERSION = 0x100,
                 ARG_TOKEN_FILE,
                 ARG_JSON,
+                ARG_STDIO_BRIDGE,
         };
         static const struct option options[] = {
             {"help", no_argument, NULL, 'h'},
@@ -156,8 +167,9 @@ static int parse_argv(int argc, char *argv[])
             {"host", required_argument, NULL, 'H'},
             {"token-file", required_argument, NULL, ARG_TOKEN_FILE},
             {"timeout", required_argument, NULL, 't'},
-            {"json", no_argument, NULL, ARG_JSON},
+            {"json", optional_argument, NULL, ARG_JSON},
             {"quiet", no_argument, NULL, 'q'},
+            {"stdio-bridge", no_argument, NULL, ARG_STDIO_BRIDGE},
             {},
         };
         _cleanup_free_ char *host = NULL, *port = NULL;
@@ -181,10 +193,19 @@ static int parse_argv(int argc, char *argv[])
                         }
                         arg_socket = optarg;
                         break;
-                case 'H':
-                        if (address_split_host_port(optarg, &host, &port) < 0) {
-                                usage_error("invalid host '%s' (HOST, HOST:PORT, [IPV6] or "
-                                            "[IPV6]:PORT)",
+                case 'H': {
+                        /* ssh:[USER@]HOST[:PORT] has the HOST[:PORT] of TCP. */
+                        const char *hp = optarg, *at;
+
+                        if (strncmp(hp, "ssh:", 4) == 0) {
+                                hp += 4;
+                                at = strrchr(hp, '@');
+                                if (at)
+                                        hp = at + 1;
+                        }
+                        if (address_split_host_port(hp, &host, &port) < 0) {
+                                usage_error("invalid host '%s' (HOST, HOST:PORT, [IPV6], "
+                                            "[IPV6]:PORT or ssh:[USER@]HOST[:PORT])",
                                             optarg);
                                 return -EINVAL;
                         }
@@ -192,6 +213,7 @@ static int parse_argv(int argc, char *argv[])
                         free(TAKE_PTR(port));
                         arg_host = optarg;
                         break;
+                }
                 case ARG_TOKEN_FILE:
                         arg_token_file = optarg;
                         break;
@@ -202,10 +224,20 @@ static int parse_argv(int argc, char *argv[])
                         }
                         break;
                 case ARG_JSON:
-                        arg_json = true;
+                        if (!optarg || strcmp(optarg, "typed") == 0)
+                                arg_json = JSON_TYPED;
+                        else if (strcmp(optarg, "frames") == 0)
+                                arg_json = JSON_FRAMES;
+                        else {
+                                usage_error("invalid --json '%s' (typed or frames)", optarg);
+                                return -EINVAL;
+                        }
                         break;
                 case 'q':
                         arg_quiet = true;
+                        break;
+                case ARG_STDIO_BRIDGE:
+                        arg_stdio_bridge = true;
                         break;
                 case ':':
                         usage_error("option '%s' needs an argument", argv[optind - 1]);
@@ -219,8 +251,9 @@ static int parse_argv(int argc, char *argv[])
                 }
         }
 
-        if (arg_socket && arg_host) {
-                usage_error("-s and -H cannot be used together");
+        /* With ssh:, -s names the socket on the far side. */
+        if (arg_socket && arg_host && strncmp(arg_host, "ssh:", 4) != 0) {
+                usage_error("-s and -H cannot be used together (except with -H ssh:)");
                 return -EINVAL;
         }
         return 1;
@@ -235,6 +268,11 @@ static int run(int argc, char *argv[])
         if (r <= 0)
                 return r < 0 ? EXIT_STATUS_USAGE : EXIT_STATUS_OK;
 
+        if (arg_stdio_bridge) {
+                if (optind < argc || arg_host)
+                        return usage_error("--stdio-bridge takes no verb and no -H");
+                return run_stdio_bridge();
+        }
         if (optind >= argc)
                 return isatty(STDIN_FILENO) ? run_interactive() : run_pipe();
 
@@ -242,7 +280,13 @@ static int run(int argc, char *argv[])
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
                 if (strcmp(verbs[i].verb, name) == 0)
                         return verbs[i].function(argc - optind, argv + optind);
-        return usage_error("unknown verb '%s'", name);
+        /* A command of the daemon typed as a verb: say how to send it. */
+        if (answer_kind(name, 0) != ANSWER_STREAM || strcmp(name, "monitor") == 0)
+                return usage_error("unknown verb '%s' (did you mean: ipcctl send %s%s?)", name,
+                                   name, argc - optind > 1 ? " ..." : "");
+        return usage_error("unknown verb '%s' (the daemon's commands go after send: ipcctl "
+                           "send %s)",
+                           name, name);
 }
 
 int main(int argc, char *argv[])

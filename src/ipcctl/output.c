@@ -11,89 +11,105 @@
 
 #include "output.h"
 
-void output_init(Output *o, bool json, bool quiet)
+void output_init(Output *o, JsonMode json, bool quiet)
 {
-        *o = (Output){.json = json, .quiet = quiet};
+        *o = (Output){.json = json, .quiet = quiet, .kind = ANSWER_STREAM};
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if s[0] does not
- * start one (overlong forms, surrogates and values past U+10FFFF are
- * invalid). */
-static size_t utf8_valid_len(const unsigned char *s, size_t len)
+void output_expect(Output *o, AnswerKind kind)
 {
-        unsigned char c = s[0];
-        size_t n;
-        unsigned char lo = 0x80, hi = 0xbf;
-
-        if (c < 0x80)
-                return 1;
-        if (c >= 0xc2 && c <= 0xdf)
-                n = 2;
-        else if (c >= 0xe0 && c <= 0xef) {
-                n = 3;
-                if (c == 0xe0)
-                        lo = 0xa0;
-                else if (c == 0xed)
-                        hi = 0x9f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-                n = 4;
-                if (c == 0xf0)
-                        lo = 0x90;
-                else if (c == 0xf4)
-                        hi = 0x8f;
-        } else
-                return 0;
-
-        if (len < n || s[1] < lo || s[1] > hi)
-                return 0;
-        for (size_t i = 2; i < n; i++)
-                if (s[i] < 0x80 || s[i] > 0xbf)
-                        return 0;
-        return n;
+        o->kind = kind;
 }
 
-int json_append_string(Buffer *b, const void *data, size_t len)
+static int write_buffer(Buffer *b)
 {
-        const unsigned char *s = data;
-        size_t i = 0;
-        int r;
+        int r = 0;
 
-        r = buffer_append(b, "\"", 1);
-        while (r >= 0 && i < len) {
-                unsigned char c = s[i];
-                size_t n = utf8_valid_len(s + i, len - i);
-
-                if (n == 1 && c >= 0x20 && c != 0x7f && c != '"' && c != '\\') {
-                        /* Copy the whole run of plain ASCII at once. */
-                        size_t j = i + 1;
-                        while (j < len && s[j] >= 0x20 && s[j] < 0x7f && s[j] != '"' &&
-                               s[j] != '\\')
-                                j++;
-                        r = buffer_append(b, s + i, j - i);
-                        i = j;
-                } else if (n == 1 && (c == '"' || c == '\\')) {
-                        char esc[2] = {'\\', (char)c};
-                        r = buffer_append(b, esc, 2);
-                        i++;
-                } else if (n > 1) {
-                        r = buffer_append(b, s + i, n);
-                        i += n;
-                } else {
-                        /* A control character, DEL, or a byte that is not
-                         * valid UTF-8. */
-                        r = buffer_printf(b, "\\u%04x", c);
-                        i++;
-                }
-        }
-        if (r >= 0)
-                r = buffer_append(b, "\"", 1);
+        if (fwrite(b->data, 1, b->len, stdout) != b->len)
+                r = errno ? -errno : -EIO;
+        buffer_done(b);
         return r;
 }
 
-static int print_json(const ProtoFrame *f)
+/* --json: one typed value per answer (json.h), chunks for streamed output. */
+static int print_typed(Output *o, const ProtoFrame *f)
+{
+        Buffer b = BUFFER_INIT;
+        size_t len = f->len;
+        int r = 0;
+
+        switch (f->type) {
+        case PROTO_FRAME_MORE:
+                if (len == 0)
+                        return 0;
+                r = buffer_append_str(&b, "{\"chunk\":");
+                if (r >= 0)
+                        r = json_append_string(&b, f->payload, len);
+                if (r >= 0)
+                        r = buffer_append(&b, "}", 1);
+                break;
+        case PROTO_FRAME_OK:
+                if (o->kind == ANSWER_STREAM) {
+                        /* A configured command's OK is empty: its output came
+                         * as chunks already. */
+                        if (len == 0)
+                                return 0;
+                        r = buffer_append_str(&b, "{\"chunk\":");
+                        if (r >= 0)
+                                r = json_append_string(&b, f->payload, len);
+                        if (r >= 0)
+                                r = buffer_append(&b, "}", 1);
+                } else
+                        r = json_append_typed(&b, o->kind, f->payload, len);
+                break;
+        case PROTO_FRAME_ERR:
+                if (len > 0 && f->payload[len - 1] == '\n')
+                        len--;
+                r = buffer_append_str(&b, "{\"error\":");
+                if (r >= 0)
+                        r = json_append_string(&b, f->word, strlen(f->word));
+                if (r >= 0)
+                        r = buffer_append_str(&b, ",\"message\":");
+                if (r >= 0)
+                        r = json_append_string(&b, f->payload, len);
+                if (r >= 0)
+                        r = buffer_append(&b, "}", 1);
+                break;
+        case PROTO_FRAME_EVENT:
+                if (o->kind == ANSWER_MONITOR) {
+                        bool ok;
+                        r = json_append_kv(&b, f->payload, len, &ok);
+                        if (r >= 0 && ok)
+                                break;
+                        buffer_clear(&b);
+                }
+                r = buffer_append_str(&b, "{\"topic\":");
+                if (r >= 0)
+                        r = json_append_string(&b, f->word, strlen(f->word));
+                if (r >= 0)
+                        r = buffer_append_str(&b, ",\"payload\":");
+                if (r >= 0)
+                        r = json_append_string(&b, f->payload, len);
+                if (r >= 0)
+                        r = buffer_append(&b, "}", 1);
+                break;
+        }
+        if (r >= 0)
+                r = buffer_append(&b, "\n", 1);
+        if (r < 0) {
+                buffer_done(&b);
+                return r;
+        }
+        return write_buffer(&b);
+}
+
+static int print_json(const Output *o, const ProtoFrame *f)
 {
         Buffer b = BUFFER_INIT;
         int r;
+
+        if (o->json == JSON_TYPED)
+                return print_typed((Output *)o, f);
 
         r = buffer_printf(&b, "{\"type\":\"%s\"", proto_frame_type_to_string(f->type));
         if (r >= 0 && f->type == PROTO_FRAME_ERR)
@@ -106,10 +122,11 @@ static int print_json(const ProtoFrame *f)
                 r = json_append_string(&b, f->payload, f->len);
         if (r >= 0)
                 r = buffer_append(&b, "}\n", 2);
-        if (r >= 0 && fwrite(b.data, 1, b.len, stdout) != b.len)
-                r = errno ? -errno : -EIO;
-        buffer_done(&b);
-        return r;
+        if (r < 0) {
+                buffer_done(&b);
+                return r;
+        }
+        return write_buffer(&b);
 }
 
 static int print_bytes(Output *o, const void *data, size_t len)
@@ -139,7 +156,7 @@ static int print_error(Output *o, const ProtoFrame *f)
         int r;
 
         if (o->json && !o->quiet)
-                return print_json(f);
+                return print_json(o, f);
 
         r = end_response(o);
         /* stderr is unbuffered: flush stdout first so that a terminal shows
@@ -164,7 +181,7 @@ int output_answer(Output *o, const ProtoFrame *f)
                 if (o->quiet)
                         return 0;
                 if (o->json)
-                        return print_json(f);
+                        return print_json(o, f);
                 r = print_bytes(o, f->payload, f->len);
                 if (r >= 0 && f->type == PROTO_FRAME_OK)
                         r = end_response(o);
@@ -177,7 +194,7 @@ int output_answer(Output *o, const ProtoFrame *f)
         return 0;
 }
 
-int output_event(Output *o, const ProtoFrame *f, bool with_topic)
+int output_event(Output *o, const ProtoFrame *f, bool with_topic, bool complete_line)
 {
         bool lf;
         int r;
@@ -185,7 +202,7 @@ int output_event(Output *o, const ProtoFrame *f, bool with_topic)
         if (o->quiet)
                 return 0;
         if (o->json)
-                return print_json(f);
+                return print_json(o, f);
 
         /* An event may come between two MORE frames of an answer: give it a
          * line of its own. */
@@ -199,7 +216,7 @@ int output_event(Output *o, const ProtoFrame *f, bool with_topic)
         /* listen prints exactly one LF after each payload, so that one event
          * is one line for a script; the interactive display only completes
          * the line. */
-        lf = !with_topic || f->len == 0 || f->payload[f->len - 1] != '\n';
+        lf = !complete_line || f->len == 0 || f->payload[f->len - 1] != '\n';
         if (lf && putchar('\n') == EOF)
                 return errno ? -errno : -EIO;
         return 0;
@@ -210,4 +227,35 @@ int output_flush(Output *o)
         if (fflush(stdout) == EOF)
                 return errno ? -errno : -EIO;
         return 0;
+}
+
+int kind_fifo_push(KindFifo *q, AnswerKind kind)
+{
+        unsigned char k = (unsigned char)kind;
+
+        /* Compact now and then, so that a long pipelined run stays small. */
+        if (q->head > 4096 && q->head * 2 > q->b.len) {
+                buffer_consume(&q->b, q->head);
+                q->head = 0;
+        }
+        return buffer_append(&q->b, &k, 1);
+}
+
+AnswerKind kind_fifo_peek(const KindFifo *q)
+{
+        return q->head < q->b.len ? (AnswerKind)(unsigned char)q->b.data[q->head] : ANSWER_STREAM;
+}
+
+void kind_fifo_pop(KindFifo *q)
+{
+        if (q->head < q->b.len)
+                q->head++;
+        if (q->head == q->b.len)
+                q->head = q->b.len = 0;
+}
+
+void kind_fifo_done(KindFifo *q)
+{
+        buffer_done(&q->b);
+        q->head = 0;
 }

@@ -1,10 +1,12 @@
 /*
  * output.h - how ipcctl presents the frames it receives: payload bytes on
- * stdout as they arrive, ERR as "ipcctl: CODE: message" on stderr, one JSON
- * object per frame with --json, no payloads with --quiet.
+ * stdout as they arrive, ERR as "ipcctl: CODE: message" on stderr, one typed
+ * JSON value per answer with --json (json.h), one object per frame with
+ * --json=frames, no payloads with --quiet.
  *
  * An Output belongs to the verb that prints; it only remembers whether the
- * response being printed has left a line open. Functions return -errno when
+ * response being printed has left a line open, and which kind of answer it
+ * is printing (set by the caller, who knows what was asked). Functions return -errno when
  * stdout cannot be written (ENOMEM for JSON encoding); they never print
  * diagnostics of their own.
  */
@@ -13,15 +15,20 @@
 #include <stdbool.h>
 
 #include "buffer.h"
+#include "json.h"
 #include "proto.h"
 
 typedef struct Output {
-        bool json;
+        JsonMode json;
+        AnswerKind kind; /* how --json types the answer being printed */
         bool quiet;
         bool line_open; /* this response printed bytes and the last was not LF */
 } Output;
 
-void output_init(Output *o, bool json, bool quiet);
+void output_init(Output *o, JsonMode json, bool quiet);
+/* The next answer is to a command of this kind (answer_kind()); --json
+ * types it accordingly. */
+void output_expect(Output *o, AnswerKind kind);
 
 /*
  * One frame of an answer: MORE prints its payload, OK its payload and ends
@@ -31,15 +38,27 @@ void output_init(Output *o, bool json, bool quiet);
  */
 int output_answer(Output *o, const ProtoFrame *f);
 
-/* An EVENT: its payload and an LF (listen), or "[TOPIC] payload" on a line
- * of its own (interactive); with --json the object in both cases. */
-int output_event(Output *o, const ProtoFrame *f, bool with_topic);
+/* An EVENT: its payload, after "[TOPIC] " if with_topic, and an LF
+ * (listen), or only what completes the line if complete_line
+ * (interactive); with --json the object in every case. */
+int output_event(Output *o, const ProtoFrame *f, bool with_topic, bool complete_line);
 
 int output_flush(Output *o);
 
 /*
- * Append bytes as a JSON string (with the quotes). Valid UTF-8 passes
- * through; '"', '\\', control characters and DEL are escaped as \u00XX;
- * a byte that is not part of valid UTF-8 becomes \u00XX of its value.
+ * The kinds of the answers still owed, in request order, for the modes
+ * that pipeline (pipe, interactive): pushed when a request is queued,
+ * taken when its final frame arrives.
  */
-int json_append_string(Buffer *b, const void *data, size_t len);
+typedef struct KindFifo {
+        Buffer b;    /* one byte (an AnswerKind) per request */
+        size_t head; /* the next to take */
+} KindFifo;
+
+#define KIND_FIFO_INIT ((KindFifo){BUFFER_INIT, 0})
+
+int kind_fifo_push(KindFifo *q, AnswerKind kind);
+/* The kind of the oldest answer owed (ANSWER_STREAM if none). */
+AnswerKind kind_fifo_peek(const KindFifo *q);
+void kind_fifo_pop(KindFifo *q);
+void kind_fifo_done(KindFifo *q);

@@ -11,7 +11,9 @@
  * Blank lines are skipped exactly as the server skips them
  * (proto_line_is_blank()), because it sends no answer for them and the
  * count of answers owed must match. After a `quit` line the server closes
- * the connection, so reading stops there. -t bounds the whole run.
+ * the connection, so reading stops there; an `exit` line is ipcctl's own,
+ * as at the terminal: it is not sent, and ends the input like its end of
+ * file. -t bounds the whole run.
  *
  * Exit status: 1 if any answer was ERR, 3 if the connection broke before
  * every answer arrived, 4 on timeout, 0 otherwise.
@@ -33,33 +35,44 @@ typedef struct Pipe {
         Buffer in;       /* stdin bytes not yet split into lines */
         size_t sent;     /* requests queued */
         size_t answered; /* final frames received */
+        KindFifo kinds;  /* what each answer owed is, for --json */
         bool stdin_done; /* end of stdin, or a quit was sent */
         bool failed;     /* some answer was ERR */
         int write_error; /* the socket refused our data */
 } Pipe;
 
-static bool is_quit(Pipe *p, const char *line, size_t len)
+/* The command name of a line: "" if it does not parse (the server will
+ * say why). */
+static const char *line_command(Pipe *p, const char *line, size_t len)
 {
         const char *error;
 
         if (proto_request_parse(&p->req, line, len, &error) < 0 || p->req.n_args == 0)
-                return false;
-        return p->req.args[0].len == 4 && memcmp(p->req.args[0].data, "quit", 4) == 0;
+                return "";
+        return p->req.args[0].data;
 }
 
 static int queue_line(Pipe *p, const char *line, size_t len)
 {
+        const char *name;
         int r;
 
         if (p->stdin_done || proto_line_is_blank(line, len))
                 return 0;
-        r = conn_queue(p->conn, line, len);
+        name = line_command(p, line, len);
+        if (strcmp(name, "exit") == 0 && p->req.n_args == 1) {
+                p->stdin_done = true;
+                return 0;
+        }
+        r = kind_fifo_push(&p->kinds, answer_kind(name, p->req.n_args ? p->req.n_args - 1 : 0));
+        if (r >= 0)
+                r = conn_queue(p->conn, line, len);
         if (r >= 0)
                 r = conn_queue(p->conn, "\n", 1);
         if (r < 0)
                 return r;
         p->sent++;
-        if (is_quit(p, line, len))
+        if (strcmp(name, "quit") == 0)
                 p->stdin_done = true;
         return 0;
 }
@@ -110,13 +123,16 @@ static int handle_answers(Pipe *p)
         while ((r = conn_next_frame(p->conn, &f)) > 0) {
                 if (f.type == PROTO_FRAME_EVENT)
                         continue;
+                output_expect(&p->out, kind_fifo_peek(&p->kinds));
                 r = output_answer(&p->out, &f);
                 if (r < 0)
                         return log_output_error(r);
                 if (f.type == PROTO_FRAME_ERR)
                         p->failed = true;
-                if (f.type == PROTO_FRAME_OK || f.type == PROTO_FRAME_ERR)
+                if (f.type == PROTO_FRAME_OK || f.type == PROTO_FRAME_ERR) {
                         p->answered++;
+                        kind_fifo_pop(&p->kinds);
+                }
         }
         if (r < 0)
                 return session_error(r);
@@ -190,7 +206,7 @@ int run_pipe(void)
 {
         _cleanup_conn_ Conn *c = NULL;
         usec_t deadline = deadline_after(arg_timeout);
-        Pipe p = {.req = PROTO_REQUEST_INIT, .in = BUFFER_INIT};
+        Pipe p = {.req = PROTO_REQUEST_INIT, .in = BUFFER_INIT, .kinds = KIND_FIFO_INIT};
         int r;
 
         r = session_open(deadline, &c);
@@ -206,5 +222,6 @@ int run_pipe(void)
         }
         proto_request_done(&p.req);
         buffer_done(&p.in);
+        kind_fifo_done(&p.kinds);
         return r;
 }

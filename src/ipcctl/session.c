@@ -84,6 +84,83 @@ static int authenticate(Conn *c, const char *token, usec_t deadline)
         }
 }
 
+/* Append s to b quoted for a POSIX shell: '...' with ' as '\''. */
+static int append_shell_quoted(Buffer *b, const char *s)
+{
+        int r = buffer_append(b, "'", 1);
+
+        for (; r >= 0 && *s; s++)
+                r = *s == '\'' ? buffer_append_str(b, "'\\''") : buffer_append(b, s, 1);
+        if (r >= 0)
+                r = buffer_append(b, "'", 1);
+        return r;
+}
+
+/*
+ * -H ssh:[USER@]HOST[:PORT]: ssh to HOST and run the bridge there, which
+ * connects to the daemon's Unix socket on that host (its default one, or
+ * -s PATH of that host), so that the daemon sees the SSH login's uid. Only
+ * the bridge's own command line passes through the far shell; requests go
+ * over the protocol. $IPCCTL_SSH names ssh, $IPCCTL_SSH_REMOTE the far
+ * side's ipcctl.
+ */
+static int connect_ssh(const char *spec, Conn **ret)
+{
+        _cleanup_free_ char *user = NULL, *host = NULL, *port = NULL;
+        const char *ssh = getenv("IPCCTL_SSH"), *remote = getenv("IPCCTL_SSH_REMOTE");
+        const char *hp = spec, *at = strrchr(spec, '@');
+        char *argv[16];
+        Buffer cmd = BUFFER_INIT;
+        size_t n = 0;
+        int r;
+
+        if (at) {
+                user = strndup(spec, (size_t)(at - spec));
+                if (!user)
+                        return -ENOMEM;
+                hp = at + 1;
+        }
+        r = address_split_host_port(hp, &host, &port);
+        if (r < 0)
+                return r;
+        if (!ssh || !*ssh)
+                ssh = "ssh";
+        if (!remote || !*remote)
+                remote = "ipcctl";
+
+        r = buffer_printf(&cmd, "exec %s --stdio-bridge", remote);
+        if (r >= 0 && arg_socket) {
+                r = buffer_append_str(&cmd, " -s ");
+                if (r >= 0)
+                        r = append_shell_quoted(&cmd, arg_socket);
+        }
+        if (r >= 0)
+                r = buffer_append(&cmd, "", 1);
+        if (r < 0) {
+                buffer_done(&cmd);
+                return r;
+        }
+
+        argv[n++] = (char *)ssh;
+        argv[n++] = (char *)"-T"; /* no terminal: the protocol is 8-bit clean */
+        argv[n++] = (char *)"-x";
+        if (port) {
+                argv[n++] = (char *)"-p";
+                argv[n++] = port;
+        }
+        if (user) {
+                argv[n++] = (char *)"-l";
+                argv[n++] = user;
+        }
+        argv[n++] = (char *)"--";
+        argv[n++] = host;
+        argv[n++] = cmd.data;
+        argv[n] = NULL;
+        r = conn_connect_command(argv, ret);
+        buffer_done(&cmd);
+        return r;
+}
+
 int session_open(usec_t deadline, Conn **ret)
 {
         _cleanup_free_ char *token = NULL, *host = NULL, *port = NULL;
@@ -114,7 +191,14 @@ int session_open(usec_t deadline, Conn **ret)
                 }
         }
 
-        if (arg_socket)
+        if (arg_host && strncmp(arg_host, "ssh:", 4) == 0) {
+                snprintf(target, sizeof(target), "%s", arg_host);
+                r = connect_ssh(arg_host + 4, &c);
+                if (r < 0) {
+                        log_error("cannot run ssh for %s: %s", target, strerror(-r));
+                        return EXIT_STATUS_CONNECTION;
+                }
+        } else if (arg_socket)
                 path = arg_socket;
         else if (arg_host) {
                 r = address_split_host_port(arg_host, &host, &port);
@@ -134,7 +218,9 @@ int session_open(usec_t deadline, Conn **ret)
                 path = buf;
         }
 
-        if (path) {
+        if (c)
+                r = 0;
+        else if (path) {
                 snprintf(target, sizeof(target), "unix:%s", path);
                 r = conn_connect_unix(path, deadline, &c);
         } else {

@@ -35,8 +35,8 @@ static int parse_count(const char *s, unsigned long long *ret)
 /* Handle every frame buffered. Returns true when listen is over, with the
  * exit status in *status: --count reached, subscription refused, stdout or
  * the stream broken. */
-static bool handle_frames(Conn *c, Output *o, bool *subscribed, unsigned long long count,
-                          unsigned long long *seen, int *status)
+static bool handle_frames(Conn *c, Output *o, bool with_topic, bool *subscribed,
+                          unsigned long long count, unsigned long long *seen, int *status)
 {
         ProtoFrame f;
         int r;
@@ -53,7 +53,7 @@ static bool handle_frames(Conn *c, Output *o, bool *subscribed, unsigned long lo
                         continue;
                 }
                 if (f.type == PROTO_FRAME_EVENT) {
-                        r = output_event(o, &f, false);
+                        r = output_event(o, &f, with_topic, false);
                         if (r < 0) {
                                 *status = log_output_error(r);
                                 return true;
@@ -180,7 +180,7 @@ int verb_listen(int argc, char *argv[])
                         r = conn_receive(c);
                         if (r < 0 && r != -EAGAIN)
                                 return session_error(r);
-                        if (handle_frames(c, &o, &subscribed, count, &seen, &status))
+                        if (handle_frames(c, &o, n_req > 2, &subscribed, count, &seen, &status))
                                 return status;
                         if (c->eof) {
                                 (void)output_flush(&o);

@@ -1,6 +1,6 @@
 /*
  * verb-send.c - the one-request verbs: send COMMAND [ARG...], hello, stats
- * and publish TOPIC MESSAGE. Each builds a request with proto_append_arg()
+ * and publish TOPIC MESSAGE.... Each builds a request with proto_append_arg()
  * (so the user never quotes for the wire), sends it, and streams the MORE
  * payloads and the final OK payload to stdout as they arrive.
  *
@@ -35,6 +35,7 @@ static int send_request(char *const *argv, size_t n)
                 return session_error(wr);
 
         output_init(&o, arg_json, arg_quiet);
+        output_expect(&o, answer_kind(argv[0], n - 1));
         for (;;) {
                 ProtoFrame f;
 
@@ -80,10 +81,12 @@ int verb_stats(int argc, char *argv[])
 
 int verb_publish(int argc, char *argv[])
 {
-        if (argc != 3)
-                return usage_error("publish needs a TOPIC and a MESSAGE");
+        /* The server joins the words after the topic, as echo does. */
+        if (argc < 3)
+                return usage_error(argc < 2 ? "publish: missing TOPIC and MESSAGE"
+                                            : "publish: missing MESSAGE");
         if (!proto_topic_is_valid(argv[1], strlen(argv[1])))
                 return usage_error("invalid topic '%s' (allowed: letters, digits and ._:/@+-)",
                                    argv[1]);
-        return send_request(argv, 3);
+        return send_request(argv, (size_t)argc);
 }

@@ -11,6 +11,7 @@
 static const char *const builtin_command_names[] = {
     "ping",      "echo",        "hello",   "help",  "auth",    "quit",
     "subscribe", "unsubscribe", "publish", "stats", "clients", "reload",
+    "metrics",
 };
 
 static inline bool builtin_command_exists(const char *name)

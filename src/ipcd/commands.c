@@ -7,6 +7,7 @@
  * registry lock.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "exec.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 
 typedef struct Command {
@@ -346,6 +348,12 @@ static int cmd_publish(Client *c, const ProtoRequest *req)
         return events_publish(c, req);
 }
 
+static int cmd_metrics(Client *c, const ProtoRequest *req)
+{
+        buffer_clear(&c->scratch);
+        return reply_scratch(c, metrics_format(c->server, &c->scratch));
+}
+
 static int cmd_help(Client *c, const ProtoRequest *req);
 
 static const Command commands[] = {
@@ -366,6 +374,8 @@ static const Command commands[] = {
     {"clients", ROLE_ADMIN, 0, 0, "clients", "list the connected clients", cmd_clients},
     {"reload", ROLE_ADMIN, 0, 0, "reload", "re-read the configuration and answer the result",
      cmd_reload},
+    {"metrics", ROLE_USER, 0, 0, "metrics", "show the counters in Prometheus text format",
+     cmd_metrics},
 };
 
 static const Command *command_find(const ProtoArg *name)
@@ -440,10 +450,9 @@ static void note_command_used(Client *c, const char *name)
         }
 }
 
-int command_dispatch(Client *c)
+static int dispatch(Client *c, const Command *cmd)
 {
         const ProtoRequest *req = &c->req;
-        const Command *cmd = command_find(&req->args[0]);
         const CommandConfig *cc = NULL;
         size_t n = req->n_args - 1;
         const char *cname;
@@ -474,4 +483,35 @@ int command_dispatch(Client *c)
         if (atomic_load_explicit(&log_max_level, memory_order_relaxed) >= LOG_DEBUG)
                 log_full(LOG_DEBUG, 0, c, &cname, 1, NULL, UINT64_MAX, "%s", cname);
         return cmd->run(c, req);
+}
+
+/* The metrics slot of each built-in command, looked up once. */
+static int builtin_slot[ELEMENTSOF(commands)];
+static pthread_once_t builtin_slots_once = PTHREAD_ONCE_INIT;
+
+static void builtin_slots_init(void)
+{
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                builtin_slot[i] = metrics_slot(commands[i].name);
+}
+
+/* Every request through the table, timed for `metrics`: no lock taken for
+ * a built-in. */
+int command_dispatch(Client *c)
+{
+        const ProtoArg *name = &c->req.args[0];
+        const Command *cmd = command_find(name);
+        uint64_t start = now_usec(CLOCK_MONOTONIC);
+        int r = dispatch(c, cmd);
+        int slot;
+
+        if (cmd) {
+                pthread_once(&builtin_slots_once, builtin_slots_init);
+                slot = builtin_slot[cmd - commands];
+        } else {
+                const CommandConfig *cc = config_find_command(c->config, name->data, name->len);
+                slot = metrics_slot(cc ? cc->name : NULL);
+        }
+        metrics_record_slot(slot, r == 0, now_usec(CLOCK_MONOTONIC) - start);
+        return r;
 }

@@ -470,6 +470,37 @@ static int handle_token(Loader *l, const char *section, const char *name, const 
         return 1;
 }
 
+int parse_socket_mode(const char *s, int *ret)
+{
+        char *e;
+        long v;
+
+        if (!*s || strspn(s, "01234567") != strlen(s))
+                return -EINVAL;
+        errno = 0;
+        v = strtol(s, &e, 8);
+        if (errno || *e || v > 0777)
+                return -EINVAL;
+        *ret = (int)v;
+        return 0;
+}
+
+int parse_group(const char *s, gid_t *ret)
+{
+        unsigned long v;
+        struct group *gr;
+
+        if (parse_uint(s, (gid_t)-2, &v) == 0) {
+                *ret = (gid_t)v;
+                return 0;
+        }
+        gr = getgrnam(s);
+        if (!gr)
+                return -ENOENT;
+        *ret = gr->gr_gid;
+        return 0;
+}
+
 static int handle_daemon(Loader *l, const char *name, const char *value)
 {
         Config *c = l->config;
@@ -511,6 +542,19 @@ static int handle_daemon(Loader *l, const char *name, const char *value)
         }
         if (strcmp(name, "AdminGroups") == 0)
                 return set_groups(l, name, value, &c->admin_gids, &c->n_admin_gids);
+        if (strcmp(name, "SocketMode") == 0) {
+                if (parse_socket_mode(value, &c->socket_mode) < 0)
+                        loader_error(l, "SocketMode= must be an octal mode up to 0777, not '%s'",
+                                     value);
+                return 1;
+        }
+        if (strcmp(name, "SocketGroup") == 0) {
+                if (parse_group(value, &c->socket_gid) < 0)
+                        loader_error(l, "SocketGroup=: unknown group '%s'", value);
+                else
+                        c->has_socket_group = true;
+                return 1;
+        }
         loader_error(l, "unknown key %s= in [Daemon]", name);
         return 1;
 }
@@ -541,11 +585,24 @@ static int loader_parse_file(Loader *l, const char *path, bool must_exist)
         l->reported_line = 0;
         l->f = fopen(path, "re");
         if (!l->f) {
-                if (errno == ENOENT && !must_exist)
+                if (errno == ENOENT && !must_exist) {
+                        free(l->config->missing_main);
+                        l->config->missing_main = strdup(path);
                         return 0;
+                }
                 (void)buffer_printf(l->errors, "%s:0: cannot open: %s\n", path, strerror(errno));
                 l->n_errors++;
                 return 0;
+        }
+        {
+                char **m = realloc(l->config->files, (l->config->n_files + 1) * sizeof(char *));
+                char *d = strdup(path);
+                if (m)
+                        l->config->files = m;
+                if (m && d)
+                        l->config->files[l->config->n_files++] = d;
+                else
+                        free(d);
         }
         r = ini_parse_stream(loader_read, l, loader_handler, l);
         if (r > 0 && (unsigned)r != l->reported_line) {
@@ -601,6 +658,7 @@ int config_load(const ConfigOverrides *o, Config **ret, Buffer *errors)
         c->request_timeout_sec = 30;
         c->max_running = 16;
         c->log_level = LOG_INFO;
+        c->socket_mode = -1;
         l.config = c;
 
         loader_parse_file(&l, o->config_path ? o->config_path : CONFIG_MAIN, !!o->config_path);
@@ -650,6 +708,12 @@ int config_load(const ConfigOverrides *o, Config **ret, Buffer *errors)
                 c->client_send_timeout_sec = o->send_timeout_sec;
         if (o->has_request_timeout)
                 c->request_timeout_sec = o->request_timeout_sec;
+        if (o->has_socket_mode)
+                c->socket_mode = o->socket_mode;
+        if (o->has_socket_group) {
+                c->socket_gid = o->socket_gid;
+                c->has_socket_group = true;
+        }
 
         if (l.n_errors > 0) {
                 config_unref(c);
@@ -697,6 +761,10 @@ void config_unref(Config *c)
                 free(c->tokens[i].where);
         }
         free(c->tokens);
+        for (size_t i = 0; i < c->n_files; i++)
+                free(c->files[i]);
+        free(c->files);
+        free(c->missing_main);
         for (size_t i = 0; i < c->n_commands; i++) {
                 CommandConfig *cmd = &c->commands[i];
                 if (cmd->argv)

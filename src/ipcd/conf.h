@@ -74,6 +74,12 @@ typedef struct Config {
         size_t n_tokens;
         CommandConfig *commands;
         size_t n_commands;
+        int socket_mode; /* SocketMode=: standalone Unix listeners; -1: the umask's */
+        bool has_socket_group;
+        gid_t socket_gid; /* SocketGroup= */
+        char **files;     /* the files read, in order */
+        size_t n_files;
+        char *missing_main; /* the default main file, when it does not exist */
 } Config;
 
 const CommandConfig *config_find_command(const Config *c, const char *name, size_t len);
@@ -100,7 +106,15 @@ typedef struct ConfigOverrides {
         size_t queue_limit_bytes;
         unsigned drain_timeout_sec;
         int log_level;
+        bool has_socket_mode, has_socket_group;
+        int socket_mode;
+        gid_t socket_gid;
 } ConfigOverrides;
+
+/* "0660" (octal, at most 0777) for SocketMode=/--socket-mode. */
+int parse_socket_mode(const char *s, int *ret);
+/* A group name or number for SocketGroup=/--socket-group; -ENOENT if unknown. */
+int parse_group(const char *s, gid_t *ret);
 
 /*
  * Read the main file (a missing one is fine: defaults) and every

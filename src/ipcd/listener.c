@@ -15,6 +15,20 @@
 
 #include "listener.h"
 
+/* SocketMode=/SocketGroup= (or --socket-mode/--socket-group) for the Unix
+ * sockets bound here; set once by main.c before the listeners are opened,
+ * read by the main thread only. */
+static int unix_mode = -1;
+static bool unix_has_gid;
+static gid_t unix_gid;
+
+void listener_set_unix_access(int mode, bool has_gid, gid_t gid)
+{
+        unix_mode = mode;
+        unix_has_gid = has_gid;
+        unix_gid = gid;
+}
+
 static int fd_set_nonblock(int fd)
 {
         int flags = fcntl(fd, F_GETFL);
@@ -121,6 +135,13 @@ int listener_bind(const char *spec, Listener *l)
 
         if (bind(fd, &a.sa, a.len) < 0)
                 return -errno;
+        /* Before listen(): nobody connects while the mode is the umask's. */
+        if (path && ((unix_has_gid && chown(path, (uid_t)-1, unix_gid) < 0) ||
+                     (unix_mode >= 0 && chmod(path, (mode_t)unix_mode) < 0))) {
+                r = -errno;
+                unlink(path);
+                return r;
+        }
         if (listen(fd, SOMAXCONN) < 0) {
                 r = -errno;
                 if (path)

@@ -13,6 +13,10 @@
  */
 int listener_from_fd(int fd, Listener *l);
 
+/* The mode (-1: leave the umask's) and group of the Unix sockets that
+ * listener_bind() creates from now on. */
+void listener_set_unix_access(int mode, bool has_gid, gid_t gid);
+
 /* Bind and listen on "unix:PATH" or "tcp:HOST:PORT". */
 int listener_bind(const char *spec, Listener *l);
 

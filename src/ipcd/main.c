@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "conf.h"
+#include "listener.h"
 #include "log.h"
 #include "server.h"
 
@@ -52,6 +53,9 @@ static void help(void)
                "      --request-timeout SEC  drop a client that does not finish a request line\n"
                "                             within SEC (RequestTimeoutSec=, default 30; 0 never)\n"
                "      --log-level LEVEL      err, warning, notice, info or debug (default info)\n"
+               "      --socket-mode MODE     mode of the Unix sockets bound with --listen or by\n"
+               "                             default, e.g. 0660 (default: from the umask)\n"
+               "      --socket-group GROUP   group of those sockets (default: ipcd's own)\n"
                "  -h, --help                 show this help\n"
                "      --version              show the version\n"
                "\n"
@@ -72,6 +76,8 @@ static int parse_argv(int argc, char *argv[])
                 ARG_REQUEST_TIMEOUT,
                 ARG_VERSION,
                 ARG_CHECK_CONFIG,
+                ARG_SOCKET_MODE,
+                ARG_SOCKET_GROUP,
         };
         static const struct option options[] = {
             {"config", required_argument, NULL, 'c'},
@@ -84,6 +90,8 @@ static int parse_argv(int argc, char *argv[])
             {"log-level", required_argument, NULL, ARG_LOG_LEVEL},
             {"send-timeout", required_argument, NULL, ARG_SEND_TIMEOUT},
             {"request-timeout", required_argument, NULL, ARG_REQUEST_TIMEOUT},
+            {"socket-mode", required_argument, NULL, ARG_SOCKET_MODE},
+            {"socket-group", required_argument, NULL, ARG_SOCKET_GROUP},
             {"help", no_argument, NULL, 'h'},
             {"version", no_argument, NULL, ARG_VERSION},
             {},
@@ -182,6 +190,22 @@ static int parse_argv(int argc, char *argv[])
                         arg_overrides.log_level = r;
                         arg_overrides.has_log_level = true;
                         break;
+                case ARG_SOCKET_MODE:
+                        if (parse_socket_mode(optarg, &arg_overrides.socket_mode) < 0) {
+                                fprintf(stderr, "ipcd: invalid --socket-mode '%s' (octal, up to "
+                                                "0777)\n",
+                                        optarg);
+                                return -EINVAL;
+                        }
+                        arg_overrides.has_socket_mode = true;
+                        break;
+                case ARG_SOCKET_GROUP:
+                        if (parse_group(optarg, &arg_overrides.socket_gid) < 0) {
+                                fprintf(stderr, "ipcd: unknown --socket-group '%s'\n", optarg);
+                                return -EINVAL;
+                        }
+                        arg_overrides.has_socket_group = true;
+                        break;
                 case 'h':
                         help();
                         return 0;
@@ -199,6 +223,40 @@ static int parse_argv(int argc, char *argv[])
                 return -EINVAL;
         }
         return 1;
+}
+
+/* "a, b" of the files read, or a word on their absence. */
+static void files_read(const Config *c, char *buf, size_t size)
+{
+        size_t o = 0;
+
+        buf[0] = '\0';
+        for (size_t i = 0; i < c->n_files && o < size; i++)
+                o += (size_t)snprintf(buf + o, size - o, "%s%s", i ? ", " : "", c->files[i]);
+        if (c->missing_main && o < size)
+                snprintf(buf + o, size - o, "%s%s does not exist (defaults)", o ? ", " : "",
+                         c->missing_main);
+}
+
+/* --check-config: which files made the configuration, and what it holds. */
+static void check_config_report(const Config *c)
+{
+        if (c->missing_main)
+                fprintf(stderr, "ipcd: warning: %s does not exist, using the defaults\n",
+                        c->missing_main);
+        for (size_t i = 0; i < c->n_files; i++)
+                printf("read %s\n", c->files[i]);
+        printf("configuration ok: %zu command(s), %zu token(s)\n", c->n_commands, c->n_tokens);
+}
+
+/* The start-up entry: what runs, and from which configuration. */
+static void log_start(const Config *c)
+{
+        char files[2048];
+
+        files_read(c, files, sizeof(files));
+        log_info("Starting ipcd %s (protocol %d); configuration: %s; %zu command(s), %zu token(s)",
+                 PACKAGE_VERSION, PROTO_VERSION, files, c->n_commands, c->n_tokens);
 }
 
 static int run(int argc, char *argv[])
@@ -220,6 +278,8 @@ static int run(int argc, char *argv[])
                 if (errors.len > 0)
                         fwrite(errors.data, 1, errors.len, stderr);
                 buffer_done(&errors);
+                if (r >= 0)
+                        check_config_report(config);
                 config_unref(config);
                 return r < 0 ? 1 : 0;
         }
@@ -231,6 +291,9 @@ static int run(int argc, char *argv[])
         }
         buffer_done(&errors);
         atomic_store(&log_max_level, config->log_level);
+        log_start(config);
+        listener_set_unix_access(config->socket_mode, config->has_socket_group,
+                                 config->socket_gid);
 
         /* A client that goes away must cost an EPIPE, not the process. */
         signal(SIGPIPE, SIG_IGN);

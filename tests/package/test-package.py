@@ -80,7 +80,7 @@ def copy_source(src, dst):
                 or os.path.isdir(os.path.join(d, n, "meson-private"))
                 or n.startswith("obj-")}
         if os.path.basename(d) == "debian":
-            skip |= {n for n in names if n in ("ipcd", ".debhelper", "files", "tmp")
+            skip |= {n for n in names if n in ("ipcd", "ipcd-bridge", ".debhelper", "files", "tmp")
                      or n.endswith((".substvars", ".debhelper.log", ".debhelper"))}
         return skip
     shutil.copytree(src, dst, symlinks=True, ignore=ignore)

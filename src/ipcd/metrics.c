@@ -1,0 +1,225 @@
+/*
+ * metrics.c - per-command counts and latency histograms, and the `metrics`
+ * exposition; see metrics.h.
+ *
+ * The per-command table is global (one daemon per process). A slot's name
+ * is written once, under `metrics_lock`, before n_table publishes it
+ * (release); after that the slot's counters are atomics that any reader
+ * thread bumps without a lock, so the per-request path takes no lock (a
+ * built-in command's slot is looked up once, see commands.c). The names
+ * are those of the built-in and configured commands, never what a
+ * client typed: an unknown name counts as "unknown", so a client cannot
+ * grow the table (and a scraper's series) at will. A command removed by a
+ * reload keeps its series: counters never go back.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "metrics.h"
+
+/* Upper bounds in seconds; the last bucket is +Inf. */
+static const double bucket_le[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                   0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
+                                   5,      10,      30,     60,    300};
+#define N_BUCKETS (ELEMENTSOF(bucket_le) + 1)
+#define MAX_NAMES 512
+
+typedef struct CommandMetrics {
+        char name[64]; /* immutable once published */
+        atomic_uint_fast64_t ok, failed;
+        atomic_uint_fast64_t bucket[N_BUCKETS]; /* not cumulative here */
+        atomic_uint_fast64_t sum_usec;
+} CommandMetrics;
+
+static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER; /* creates slots */
+static CommandMetrics table[MAX_NAMES];
+static atomic_size_t n_table;
+
+int metrics_slot(const char *name)
+{
+        size_t n = atomic_load_explicit(&n_table, memory_order_acquire);
+        int slot = -1;
+
+        if (!name || strlen(name) >= sizeof(table[0].name))
+                name = "unknown";
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(table[i].name, name) == 0)
+                        return (int)i;
+        pthread_mutex_lock(&metrics_lock);
+        n = atomic_load_explicit(&n_table, memory_order_relaxed);
+        for (size_t i = 0; i < n && slot < 0; i++)
+                if (strcmp(table[i].name, name) == 0)
+                        slot = (int)i;
+        if (slot < 0 && n < MAX_NAMES) {
+                snprintf(table[n].name, sizeof(table[n].name), "%s", name);
+                slot = (int)n;
+                atomic_store_explicit(&n_table, n + 1, memory_order_release);
+        }
+        pthread_mutex_unlock(&metrics_lock);
+        return slot;
+}
+
+void metrics_record_slot(int slot, bool ok, uint64_t usec)
+{
+        CommandMetrics *m;
+        size_t b = 0;
+
+        if (slot < 0)
+                return;
+        m = &table[slot];
+        while (b < ELEMENTSOF(bucket_le) && (double)usec > bucket_le[b] * 1e6)
+                b++;
+        atomic_fetch_add_explicit(ok ? &m->ok : &m->failed, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->bucket[b], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->sum_usec, usec, memory_order_relaxed);
+}
+
+void metrics_record(const char *name, bool ok, uint64_t usec)
+{
+        metrics_record_slot(metrics_slot(name), ok, usec);
+}
+
+static int family(Buffer *b, const char *name, const char *type, const char *help)
+{
+        return buffer_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static int counter(Buffer *b, const char *name, const char *help, uint64_t v)
+{
+        int r = family(b, name, "counter", help);
+        return r < 0 ? r : buffer_printf(b, "%s %" PRIu64 "\n", name, v);
+}
+
+int metrics_format(Server *s, Buffer *b)
+{
+        static const char *const transports[] = {"unix", "tcp"};
+        static const char *const roles[] = {"guest", "user", "admin"};
+        unsigned by[2][3] = {{0}};
+        Stats *st = &s->stats;
+        unsigned max_clients;
+        struct {
+                char name[64];
+                uint64_t ok, failed, bucket[N_BUCKETS], sum_usec;
+        } *copy;
+        size_t n;
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        for (Client *i = s->clients; i; i = i->next) {
+                Role role = atomic_load(&i->role);
+                by[i->transport == TRANSPORT_TCP][role <= ROLE_ADMIN ? role : ROLE_ADMIN]++;
+        }
+        max_clients = s->config->max_clients;
+        pthread_mutex_unlock(&s->lock);
+
+        /* A snapshot, slot by slot (each counter read once). */
+        n = atomic_load_explicit(&n_table, memory_order_acquire);
+        copy = calloc(n ? n : 1, sizeof(*copy));
+        if (!copy)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                memcpy(copy[i].name, table[i].name, sizeof(copy[i].name));
+                copy[i].ok = atomic_load_explicit(&table[i].ok, memory_order_relaxed);
+                copy[i].failed = atomic_load_explicit(&table[i].failed, memory_order_relaxed);
+                copy[i].sum_usec = atomic_load_explicit(&table[i].sum_usec, memory_order_relaxed);
+                for (size_t k = 0; k < N_BUCKETS; k++)
+                        copy[i].bucket[k] =
+                            atomic_load_explicit(&table[i].bucket[k], memory_order_relaxed);
+        }
+
+#define LOAD(x) ((uint64_t)atomic_load_explicit(&st->x, memory_order_relaxed))
+        r = family(b, "ipcd_uptime_seconds", "gauge", "Seconds since ipcd started.");
+        if (r >= 0)
+                r = buffer_printf(b, "ipcd_uptime_seconds %" PRIu64 "\n",
+                                  (now_usec(CLOCK_MONOTONIC) - s->start_usec) / 1000000);
+        if (r >= 0)
+                r = family(b, "ipcd_clients", "gauge", "Clients connected now, by transport and role.");
+        for (size_t t = 0; r >= 0 && t < 2; t++)
+                for (size_t k = 0; r >= 0 && k < 3; k++)
+                        r = buffer_printf(b, "ipcd_clients{transport=\"%s\",role=\"%s\"} %u\n",
+                                          transports[t], roles[k], by[t][k]);
+        if (r >= 0)
+                r = family(b, "ipcd_max_clients", "gauge", "MaxClients=: clients beyond are refused.");
+        if (r >= 0)
+                r = buffer_printf(b, "ipcd_max_clients %u\n", max_clients);
+        if (r >= 0)
+                r = counter(b, "ipcd_connections_total", "Clients accepted since start.",
+                            LOAD(clients_total));
+        if (r >= 0)
+                r = counter(b, "ipcd_connections_refused_total",
+                            "Clients refused since start (MaxClients=).", LOAD(clients_refused));
+        if (r >= 0)
+                r = family(b, "ipcd_requests_total", "counter",
+                           "Requests answered, by result (failed: any ERR, bad requests too).");
+        if (r >= 0)
+                r = buffer_printf(b,
+                                  "ipcd_requests_total{result=\"ok\"} %" PRIu64 "\n"
+                                  "ipcd_requests_total{result=\"failed\"} %" PRIu64 "\n",
+                                  LOAD(commands_ok), LOAD(commands_failed));
+        if (r >= 0)
+                r = counter(b, "ipcd_received_bytes_total", "Bytes received from clients.",
+                            LOAD(bytes_in));
+        if (r >= 0)
+                r = counter(b, "ipcd_sent_bytes_total", "Bytes sent to clients.", LOAD(bytes_out));
+        if (r >= 0)
+                r = counter(b, "ipcd_events_published_total", "Events published.",
+                            LOAD(events_published));
+        if (r >= 0)
+                r = counter(b, "ipcd_events_delivered_total", "Events queued for subscribers.",
+                            LOAD(events_delivered));
+        if (r >= 0)
+                r = counter(b, "ipcd_events_dropped_total", "Events dropped (slow consumers).",
+                            LOAD(events_dropped));
+        if (r >= 0)
+                r = counter(b, "ipcd_slow_consumer_disconnects_total",
+                            "Subscribers disconnected for falling QueueLimitBytes behind.",
+                            LOAD(slow_consumer_disconnects));
+#undef LOAD
+
+        if (r >= 0)
+                r = family(b, "ipcd_command_runs_total", "counter",
+                           "Commands run (built-in and configured), by command and result.");
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = buffer_printf(b,
+                                  "ipcd_command_runs_total{command=\"%s\",result=\"ok\"} %" PRIu64
+                                  "\n"
+                                  "ipcd_command_runs_total{command=\"%s\",result=\"failed\"} "
+                                  "%" PRIu64 "\n",
+                                  copy[i].name, copy[i].ok, copy[i].name, copy[i].failed);
+        if (r >= 0)
+                r = family(b, "ipcd_command_duration_seconds", "histogram",
+                           "Time from a command's request to its final frame, by command.");
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                uint64_t cum = 0;
+
+                for (size_t k = 0; r >= 0 && k < N_BUCKETS; k++) {
+                        cum += copy[i].bucket[k];
+                        if (k < ELEMENTSOF(bucket_le))
+                                r = buffer_printf(b,
+                                                  "ipcd_command_duration_seconds_bucket{command="
+                                                  "\"%s\",le=\"%g\"} %" PRIu64 "\n",
+                                                  copy[i].name, bucket_le[k], cum);
+                        else
+                                r = buffer_printf(b,
+                                                  "ipcd_command_duration_seconds_bucket{command="
+                                                  "\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+                                                  copy[i].name, cum);
+                }
+                if (r >= 0)
+                        r = buffer_printf(b,
+                                          "ipcd_command_duration_seconds_sum{command=\"%s\"} "
+                                          "%.6f\n"
+                                          "ipcd_command_duration_seconds_count{command=\"%s\"} "
+                                          "%" PRIu64 "\n",
+                                          copy[i].name, (double)copy[i].sum_usec / 1e6,
+                                          copy[i].name, cum);
+        }
+        free(copy);
+        return r < 0 ? -ENOMEM : 0;
+}
