@@ -331,7 +331,10 @@ def phase_broker_outage(A, B, broker, lB):
     broker.start()
     bA.connected()
     if not lB.wait_count(1000, 60):
-        fail("after the outage B got %d of 1000; bridge A %r" % (lB.count(), bA.status()))
+        with open(os.path.join(broker.dir, "log"), errors="replace") as f:
+            blog = f.read()[-3000:]
+        fail("after the outage B got %d of 1000; bridge A %r\n--- broker log:\n%s"
+             % (lB.count(), bA.status(), blog))
     got = set(p for p, _ in lB.got)
     want = set(payloads[500:])
     check(want <= got, "missing after the outage: %r" % sorted(want - got)[:10])

@@ -139,7 +139,16 @@ void client_unref(Client *c)
         for (unsigned i = 0; i < c->n_commands_used; i++)
                 free(c->commands_used[i]);
         free(c->subs); /* empty: events_client_gone() ran */
+        free(c->fanout); /* empty: the reader delivered before it ended */
         free(c);
+}
+
+void client_counters(Client *c, ClientCounters *add)
+{
+        add->commands_ok += atomic_load_explicit(&c->n_ok, memory_order_relaxed);
+        add->commands_failed += atomic_load_explicit(&c->n_failed, memory_order_relaxed);
+        add->bytes_in += atomic_load_explicit(&c->n_bytes_in, memory_order_relaxed);
+        add->bytes_out += atomic_load_explicit(&c->n_bytes_out, memory_order_relaxed);
 }
 
 bool client_in_groups(const Client *c, const gid_t *gids, size_t n)
@@ -322,8 +331,7 @@ static int write_chunks(Client *c, Chunk *list)
                 k = write_all(c->fd, iov, n);
                 if (k < 0)
                         return (int)k;
-                atomic_fetch_add_explicit(&c->server->stats.bytes_out, (uint64_t)k,
-                                          memory_order_relaxed);
+                client_count_out(c, (uint64_t)k);
                 queue_sent(&c->queue, (size_t)k);
         }
         return 0;
@@ -373,6 +381,8 @@ int client_flush(Client *c)
         size_t len;
         ssize_t n;
 
+        if (c->n_fanout > 0)
+                events_deliver(c); /* the events of this batch, one write per subscriber */
         if (c->out.len == 0)
                 return 0;
         data = c->out.data;
@@ -382,8 +392,7 @@ int client_flush(Client *c)
         if (n >= 0 && (size_t)n < len && client_start_sender(c) < 0 && reader_write_queued(c) < 0)
                 return -EPIPE; /* what is left has to wait: the sender, or we, write it */
         if (n > 0)
-                atomic_fetch_add_explicit(&c->server->stats.bytes_out, (uint64_t)n,
-                                          memory_order_relaxed);
+                client_count_out(c, (uint64_t)n);
         else if (n < 0 && n != -EPIPE) {
                 if (n != -ECONNRESET)
                         log_client(LOG_DEBUG, c, "write failed: %s", strerror((int)-n));
@@ -426,11 +435,9 @@ int client_start_sender(Client *c)
 
 static void reader_too_long(Client *c)
 {
-        Server *s = c->server;
-
         (void)proto_append_err(&c->out, "too-long", "request line longer than %zu bytes",
                                c->config->max_line_bytes);
-        atomic_fetch_add_explicit(&s->stats.commands_failed, 1, memory_order_relaxed);
+        client_count(&c->n_failed, 1);
         log_client(LOG_NOTICE, c, "request line longer than %zu bytes, closing connection",
                    c->config->max_line_bytes);
         c->closing = true;
@@ -438,7 +445,6 @@ static void reader_too_long(Client *c)
 
 static void reader_line(Client *c, const char *line, size_t len)
 {
-        Server *s = c->server;
         const char *error;
         size_t content = len;
         int r;
@@ -470,8 +476,7 @@ static void reader_line(Client *c, const char *line, size_t len)
                 client_abort(c);
                 return;
         }
-        atomic_fetch_add_explicit(r == 0 ? &s->stats.commands_ok : &s->stats.commands_failed, 1,
-                                  memory_order_relaxed);
+        client_count(r == 0 ? &c->n_ok : &c->n_failed, 1);
 }
 
 /*
@@ -563,8 +568,7 @@ static ReadEnd reader_timed_out(Client *c)
             now + 10000 >= c->line_since_usec + (uint64_t)cf->request_timeout_sec * 1000000) {
                 atomic_fetch_add_explicit(&c->server->stats.request_timeouts, 1,
                                           memory_order_relaxed);
-                atomic_fetch_add_explicit(&c->server->stats.commands_failed, 1,
-                                          memory_order_relaxed);
+                client_count(&c->n_failed, 1);
                 (void)proto_append_err(&c->out, "timeout",
                                        "request line not completed within RequestTimeoutSec=%u",
                                        cf->request_timeout_sec);
@@ -702,7 +706,7 @@ void *client_reader_thread(void *userdata)
                 n = reader_read(c, &stopping, &end);
                 if (n <= 0)
                         continue;
-                atomic_fetch_add_explicit(&s->stats.bytes_in, (uint64_t)n, memory_order_relaxed);
+                client_count(&c->n_bytes_in, (uint64_t)n);
                 c->in.len += n;
                 client_refresh_config(c); /* once per batch: one atomic load */
                 reader_batch(c, &scan, now_usec(CLOCK_MONOTONIC));

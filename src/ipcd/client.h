@@ -62,6 +62,12 @@ struct Server;
 
 struct Topic;
 
+/* What every request bumps: per client, so that clients share no cache
+ * line; `stats` sums them (server_counters). */
+typedef struct ClientCounters {
+        uint64_t commands_ok, commands_failed, bytes_in, bytes_out;
+} ClientCounters;
+
 typedef enum Transport {
         TRANSPORT_UNIX,
         TRANSPORT_TCP,
@@ -90,6 +96,10 @@ typedef struct Client {
         atomic_bool stop_seen;      /* the reader noticed stop_requested */
         atomic_bool dropped;        /* client_drop_queue(): stop reading now */
         atomic_uint send_timeout_sec; /* SO_SNDTIMEO as set now (the reader sets it) */
+        atomic_uint_fast64_t fanout_mark; /* the last publisher batch that noted it */
+        /* Counters (ClientCounters): the reader alone writes the first three,
+         * any writer of the socket the last; anyone may read them. */
+        atomic_uint_fast64_t n_ok, n_failed, n_bytes_in, n_bytes_out;
         PeerKey peer_key;           /* what MaxClientsPerUID=/PerAddress= count */
         bool admin_slot;            /* admitted into the admin reserve */
 
@@ -110,6 +120,9 @@ typedef struct Client {
         uint64_t rcvtimeo_usec;   /* SO_RCVTIMEO as set now */
         size_t stop_budget;       /* after stop_requested: bytes still to read */
         unsigned n_refusals_logged;
+        struct Client **fanout; /* subscribers its publishes reached this batch (referenced) */
+        size_t n_fanout, fanout_cap;
+        uint64_t fanout_seq;
         uint64_t n_refusals_suppressed;
         /* The distinct commands it ran (copies), for the disconnect entry
          * in the journal; read by whichever thread ends last. */
@@ -136,6 +149,21 @@ void client_unref(Client *c);
 /* Thread entry points; each owns one reference. */
 void *client_reader_thread(void *userdata);
 void *client_sender_thread(void *userdata);
+
+/* Count bytes written to c's socket (any thread that wrote them). */
+static inline void client_count_out(Client *c, uint64_t n)
+{
+        atomic_fetch_add_explicit(&c->n_bytes_out, n, memory_order_relaxed);
+}
+
+/* The reader's own counters: one writer, so a plain load and store. */
+static inline void client_count(atomic_uint_fast64_t *v, uint64_t n)
+{
+        atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + n,
+                              memory_order_relaxed);
+}
+
+void client_counters(Client *c, ClientCounters *add);
 
 /* Reader thread: queue what c->out holds now, as one batch. */
 int client_flush(Client *c);

@@ -94,7 +94,9 @@ static int cmd_stats(Client *c, const ProtoRequest *req)
         int r;
 
         Config *config = server_config(s);
+        ClientCounters k;
 
+        server_counters(s, &k);
         pthread_mutex_lock(&s->lock);
         n_clients = s->n_clients;
         pthread_mutex_unlock(&s->lock);
@@ -132,7 +134,7 @@ static int cmd_stats(Client *c, const ProtoRequest *req)
                           config->max_clients, config_max_per_uid(config),
                           config_max_per_address(config), config->admin_reserve,
                           LOAD(request_timeouts), LOAD(send_timeouts), LOAD(refusals_not_logged),
-                          LOAD(commands_ok), LOAD(commands_failed), LOAD(bytes_in), LOAD(bytes_out),
+                          k.commands_ok, k.commands_failed, k.bytes_in, k.bytes_out,
                           LOAD(events_published), LOAD(events_delivered), LOAD(events_dropped),
                           LOAD(slow_consumer_disconnects),
                           s->socket_activated ? "socket" : "standalone");

@@ -385,6 +385,44 @@ int events_append_topics(Client *c, Buffer *b)
         return r;
 }
 
+/* Remember, once per batch, a subscriber that got events (referenced). */
+static void fanout_note_locked(Client *c, Client *sub, uint64_t token)
+{
+        if (atomic_exchange_explicit(&sub->fanout_mark, token, memory_order_relaxed) == token)
+                return;
+        if (c->n_fanout == c->fanout_cap) {
+                size_t cap = c->fanout_cap ? c->fanout_cap * 2 : 16;
+                Client **n = realloc(c->fanout, cap * sizeof(*n));
+                if (!n) {
+                        /* Cannot remember it: wake its sender now instead. */
+                        queue_deliver_wake(&sub->queue);
+                        return;
+                }
+                c->fanout = n;
+                c->fanout_cap = cap;
+        }
+        c->fanout[c->n_fanout++] = client_ref(sub);
+}
+
+void events_deliver(Client *c)
+{
+        Server *s = c->server;
+
+        for (size_t i = 0; i < c->n_fanout; i++) {
+                Client *sub = c->fanout[i];
+                ssize_t n = queue_deliver(&sub->queue, sub->fd);
+
+                if (n > 0)
+                        client_count_out(sub, (uint64_t)n);
+                else if (n < 0)
+                        client_abort(sub);
+                client_unref(sub);
+        }
+        (void)s;
+        c->n_fanout = 0;
+        c->fanout_seq++;
+}
+
 int events_publish(Client *c, const ProtoRequest *req)
 {
         Server *s = c->server;
@@ -392,7 +430,8 @@ int events_publish(Client *c, const ProtoRequest *req)
         const ProtoArg *topic = &req->args[1];
         size_t delivered = 0, dropped = 0, n_slow = 0;
         Client *kick[EVENTS_KICK_MAX];
-        uint64_t slow_ids[8];
+        uint64_t slow_ids[8], token;
+        SharedFrame *frame;
         uint64_t h;
         Topic *t;
         int r = 0;
@@ -400,7 +439,8 @@ int events_publish(Client *c, const ProtoRequest *req)
         if (!proto_topic_is_valid(topic->data, topic->len))
                 return reply_err(c, "bad-request", "invalid topic: " TOPIC_RULE);
 
-        /* One frame, built once, before the lock. */
+        /* One frame, built once, before the lock, and shared by every
+         * subscriber's queue. */
         buffer_clear(&c->scratch);
         for (size_t i = 2; i < req->n_args && r >= 0; i++) {
                 if (i > 2)
@@ -416,25 +456,22 @@ int events_publish(Client *c, const ProtoRequest *req)
                                        msg.len);
                 buffer_done(&msg);
         }
-        if (r < 0)
+        frame = r >= 0 ? shared_frame_new(c->scratch.data, c->scratch.len) : NULL;
+        if (!frame)
                 return reply_err(c, "failed", "out of memory");
         h = topic_hash(topic->data, topic->len);
+        token = (c->id << 24) ^ (c->fanout_seq & 0xffffff);
 
         pthread_mutex_lock(&x->lock);
         t = topic_find_locked(x, topic->data, topic->len, h);
         for (size_t i = 0; t && i < t->n_subs; i++) {
                 Client *sub = t->subs[i];
-                char *copy = malloc(c->scratch.len);
 
-                if (!copy) {
-                        dropped++;
-                        continue;
-                }
-                memcpy(copy, c->scratch.data, c->scratch.len);
-                r = queue_push_bounded(&sub->queue, copy, c->scratch.len);
-                if (r == 0)
+                r = queue_push_shared(&sub->queue, frame);
+                if (r == 0) {
                         delivered++;
-                else if (r == -ENOBUFS) {
+                        fanout_note_locked(c, sub, token);
+                } else if (r == -ENOBUFS) {
                         /* Too slow to keep up: disconnect it rather than wait. */
                         dropped++;
                         if (client_drop_queue(sub, "slow-consumer",
@@ -446,9 +483,11 @@ int events_publish(Client *c, const ProtoRequest *req)
                                         kick[n_slow] = client_ref(sub);
                                 n_slow++;
                         }
-                }
+                } else if (r == -ENOMEM)
+                        dropped++;
         }
         pthread_mutex_unlock(&x->lock);
+        shared_frame_unref(frame);
 
         for (size_t i = 0; i < MIN(n_slow, ELEMENTSOF(kick)); i++) {
                 client_kick(kick[i]);

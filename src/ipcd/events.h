@@ -42,6 +42,13 @@ int events_subscribe(Client *c, const ProtoRequest *req);
 int events_unsubscribe(Client *c, const ProtoRequest *req);
 int events_publish(Client *c, const ProtoRequest *req);
 
+/*
+ * The publisher's batch is done: each subscriber that got events from it
+ * gets them written now (inline, when its socket is free) or its sender
+ * woken, once for the whole batch. Reader thread; no lock held.
+ */
+void events_deliver(Client *c);
+
 /* The client's reader is ending: leave every topic. */
 void events_client_gone(Client *c);
 

@@ -102,6 +102,7 @@ int metrics_format(Server *s, Buffer *b)
         static const char *const roles[] = {"guest", "user", "admin"};
         unsigned by[2][3] = {{0}};
         Stats *st = &s->stats;
+        ClientCounters cnt;
         unsigned max_clients;
         struct {
                 char name[64];
@@ -110,6 +111,7 @@ int metrics_format(Server *s, Buffer *b)
         size_t n;
         int r;
 
+        server_counters(s, &cnt);
         pthread_mutex_lock(&s->lock);
         for (Client *i = s->clients; i; i = i->next) {
                 Role role = atomic_load(&i->role);
@@ -161,12 +163,12 @@ int metrics_format(Server *s, Buffer *b)
                 r = buffer_printf(b,
                                   "ipcd_requests_total{result=\"ok\"} %" PRIu64 "\n"
                                   "ipcd_requests_total{result=\"failed\"} %" PRIu64 "\n",
-                                  LOAD(commands_ok), LOAD(commands_failed));
+                                  cnt.commands_ok, cnt.commands_failed);
         if (r >= 0)
                 r = counter(b, "ipcd_received_bytes_total", "Bytes received from clients.",
-                            LOAD(bytes_in));
+                            cnt.bytes_in);
         if (r >= 0)
-                r = counter(b, "ipcd_sent_bytes_total", "Bytes sent to clients.", LOAD(bytes_out));
+                r = counter(b, "ipcd_sent_bytes_total", "Bytes sent to clients.", cnt.bytes_out);
         if (r >= 0)
                 r = counter(b, "ipcd_events_published_total", "Events published.",
                             LOAD(events_published));

@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 
+#include "macro.h"
 #include "queue.h"
 
 int queue_init(Queue *q, size_t limit)
@@ -39,14 +41,186 @@ int queue_init(Queue *q, size_t limit)
         return 0;
 }
 
+SharedFrame *shared_frame_new(const void *data, size_t len)
+{
+        SharedFrame *f = malloc(sizeof(*f) + len);
+
+        if (!f)
+                return NULL;
+        atomic_init(&f->n_ref, 1);
+        f->len = len;
+        memcpy(f->data, data, len);
+        return f;
+}
+
+SharedFrame *shared_frame_ref(SharedFrame *f)
+{
+        atomic_fetch_add_explicit(&f->n_ref, 1, memory_order_relaxed);
+        return f;
+}
+
+void shared_frame_unref(SharedFrame *f)
+{
+        if (f && atomic_fetch_sub_explicit(&f->n_ref, 1, memory_order_acq_rel) == 1)
+                free(f);
+}
+
 void chunk_free_list(Chunk *c)
 {
         while (c) {
                 Chunk *next = c->next;
-                free(c->data);
+                if (c->shared)
+                        shared_frame_unref(c->shared);
+                else
+                        free(c->data);
                 free(c);
                 c = next;
         }
+}
+
+int queue_push_shared(Queue *q, SharedFrame *f)
+{
+        Chunk *c = malloc(sizeof(*c));
+
+        if (!c)
+                return -ENOMEM;
+        *c = (Chunk){.data = f->data, .len = f->len, .shared = shared_frame_ref(f)};
+
+        pthread_mutex_lock(&q->lock);
+        if (q->dead || q->closed || q->bytes + f->len > q->limit) {
+                int r = q->dead || q->closed ? -EPIPE : -ENOBUFS;
+
+                pthread_mutex_unlock(&q->lock);
+                chunk_free_list(c);
+                return r;
+        }
+        if (q->tail)
+                q->tail->next = c;
+        else
+                q->head = c;
+        q->tail = c;
+        q->bytes += f->len;
+        pthread_mutex_unlock(&q->lock);
+        return 0;
+}
+
+void queue_deliver_wake(Queue *q)
+{
+        bool wake;
+
+        pthread_mutex_lock(&q->lock);
+        wake = q->head && q->sender_waiting && !q->busy;
+        pthread_mutex_unlock(&q->lock);
+        if (wake)
+                pthread_cond_signal(&q->can_send);
+}
+
+/* iovecs per write in queue_deliver (on the publisher's stack). */
+#define DELIVER_IOV 64
+
+ssize_t queue_deliver(Queue *q, int fd)
+{
+        struct iovec iov[DELIVER_IOV];
+        Chunk *list, *c, *rest;
+        size_t total = 0;
+        bool wake;
+        int err = 0, n = 0;
+
+        pthread_mutex_lock(&q->lock);
+        if (q->busy || q->dead || !q->head) {
+                /* Someone writes, or nothing to: the writer takes it along.
+                 * A sleeping sender with something queued is woken. */
+                wake = q->head && q->sender_waiting && !q->busy && !q->dead;
+                pthread_mutex_unlock(&q->lock);
+                if (wake)
+                        pthread_cond_signal(&q->can_send);
+                return 0;
+        }
+        list = q->head;
+        q->head = q->tail = NULL;
+        q->busy = true;
+        pthread_mutex_unlock(&q->lock);
+
+        /* Whole chunks while the socket takes them, without blocking. */
+        c = list;
+        while (c && !err) {
+                Chunk *first = c;
+                size_t want = 0;
+                ssize_t k;
+
+                for (n = 0; c && n < DELIVER_IOV; c = c->next, n++) {
+                        iov[n] = (struct iovec){c->data, c->len};
+                        want += c->len;
+                }
+                k = sendmsg(fd, &(struct msghdr){.msg_iov = iov, .msg_iovlen = n},
+                            MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (k < 0) {
+                        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                                err = errno;
+                        c = first;
+                        break;
+                }
+                total += (size_t)k;
+                if ((size_t)k < want) {
+                        /* Skip what went out; the chunk cut in two is
+                         * replaced by a copy of its rest. */
+                        c = first;
+                        while ((size_t)k >= c->len) {
+                                k -= c->len;
+                                c = c->next;
+                        }
+                        if (k > 0) {
+                                Chunk *part = malloc(sizeof(*part));
+                                char *d = part ? malloc(c->len - (size_t)k) : NULL;
+
+                                if (!d) {
+                                        free(part);
+                                        err = ENOMEM;
+                                        break;
+                                }
+                                memcpy(d, c->data + k, c->len - (size_t)k);
+                                *part = (Chunk){.data = d, .len = c->len - (size_t)k,
+                                                .next = c->next};
+                                c->next = NULL;
+                                /* c is freed with what was written */
+                                rest = part;
+                                goto partial;
+                        }
+                        break;
+                }
+        }
+        rest = c;
+partial:
+        /* Free what was written: everything before `rest` (a cut chunk's head too). */
+        for (Chunk *i = list; i && i != rest;) {
+                Chunk *next = i->next;
+                i->next = NULL;
+                chunk_free_list(i);
+                i = next;
+        }
+
+        pthread_mutex_lock(&q->lock);
+        q->busy = false;
+        q->bytes -= MIN(total, q->bytes);
+        if (q->bytes <= q->limit)
+                pthread_cond_broadcast(&q->can_queue);
+        if (rest && !q->dead) {
+                Chunk *last = rest;
+
+                while (last->next)
+                        last = last->next;
+                last->next = q->head; /* before what was queued meanwhile */
+                if (!q->head)
+                        q->tail = last;
+                q->head = rest;
+                rest = NULL;
+        }
+        wake = q->head && q->sender_waiting;
+        pthread_mutex_unlock(&q->lock);
+        chunk_free_list(rest); /* dead meanwhile: dropped */
+        if (wake)
+                pthread_cond_signal(&q->can_send);
+        return err ? -err : (ssize_t)total;
 }
 
 void queue_done(Queue *q)

@@ -20,15 +20,28 @@
 #pragma once
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
+/* An event frame built once and shared by every subscriber's queue. */
+typedef struct SharedFrame {
+        atomic_uint n_ref;
+        size_t len;
+        char data[];
+} SharedFrame;
+
+SharedFrame *shared_frame_new(const void *data, size_t len);
+SharedFrame *shared_frame_ref(SharedFrame *f);
+void shared_frame_unref(SharedFrame *f);
+
 typedef struct Chunk {
         struct Chunk *next;
-        char *data; /* owned */
+        char *data; /* owned, or inside `shared` */
         size_t len;
+        SharedFrame *shared; /* referenced, or NULL */
 } Chunk;
 
 typedef struct Queue {
@@ -62,6 +75,22 @@ ssize_t queue_write_or_push(Queue *q, int fd, char *data, size_t len);
 int queue_push_bounded(Queue *q, char *data, size_t len);
 /* Queue a batch whatever the limit (an answer); -EPIPE if dead or closed. */
 int queue_push(Queue *q, char *data, size_t len);
+/*
+ * Fan-out: queue a reference to an event frame without waking the sender
+ * (the publisher wakes each subscriber once per batch: queue_deliver).
+ * -ENOBUFS past the limit (a slow consumer), -EPIPE if dead or closed.
+ * Memory work only: safe under the events lock.
+ */
+int queue_push_shared(Queue *q, SharedFrame *f);
+/*
+ * A publisher's batch is queued: write what waits to `fd` now, without
+ * blocking, if nobody else is writing; what the socket does not take stays
+ * at the head of the queue, and the sender is woken for it (once). Returns
+ * the bytes written, or -errno of a failed write (the caller aborts).
+ */
+ssize_t queue_deliver(Queue *q, int fd);
+/* Only wake the sender if it sleeps while something is queued. */
+void queue_deliver_wake(Queue *q);
 /* Block while over the limit; -EPIPE if the queue is dead. */
 int queue_wait_space(Queue *q);
 /* The same, giving up with -ETIMEDOUT at `deadline` (CLOCK_MONOTONIC usec). */

@@ -143,6 +143,15 @@ void server_done(Server *s)
         pthread_mutex_destroy(&s->lock);
 }
 
+void server_counters(Server *s, ClientCounters *ret)
+{
+        pthread_mutex_lock(&s->lock);
+        *ret = s->retired;
+        for (Client *c = s->clients; c; c = c->next)
+                client_counters(c, ret);
+        pthread_mutex_unlock(&s->lock);
+}
+
 Config *server_config(Server *s)
 {
         Config *c;
@@ -299,6 +308,7 @@ static void registry_remove_locked(Server *s, Client *c)
         c->prev = c->next = NULL;
         s->n_clients--;
         peers_remove(&s->peers, &c->peer_key);
+        client_counters(c, &s->retired); /* its last writer has ended */
         pthread_cond_broadcast(&s->drained);
 }
 
@@ -619,7 +629,12 @@ static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since, uint64_t
         if (watchdog)
                 (void)sd_notify(false, "WATCHDOG=1");
 
-        commands = atomic_load(&s->stats.commands_ok) + atomic_load(&s->stats.commands_failed);
+        {
+                ClientCounters k;
+
+                server_counters(s, &k);
+                commands = k.commands_ok + k.commands_failed;
+        }
         if (commands + n_clients * 1000003ULL != *last_status) {
                 *last_status = commands + n_clients * 1000003ULL;
                 (void)sd_notifyf(false, "STATUS=%u client(s), %" PRIu64 " command(s) served",

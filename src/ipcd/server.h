@@ -4,7 +4,7 @@
  *
  * The main thread owns the Server. Its locks, and what each guards:
  *
- *   lock (the registry lock): the client list, n_clients, next_id, the
+ *   lock (the registry lock): the client list, n_clients, next_id, retired, the
  *     per-peer counts (`peers`), each client's n_threads, reader and
  *     reader_running, `config` (the pointer; read it with server_config())
  *     and `stopping`. Held only for memory work: no socket call, no
@@ -51,10 +51,6 @@ typedef struct Stats {
         atomic_uint_fast64_t request_timeouts;
         atomic_uint_fast64_t send_timeouts;
         atomic_uint_fast64_t refusals_not_logged;
-        atomic_uint_fast64_t commands_ok;
-        atomic_uint_fast64_t commands_failed;
-        atomic_uint_fast64_t bytes_in;
-        atomic_uint_fast64_t bytes_out;
         atomic_uint_fast64_t events_published;
         atomic_uint_fast64_t events_delivered;
         atomic_uint_fast64_t events_dropped;
@@ -95,6 +91,7 @@ typedef struct Server {
         Client *clients;
         unsigned n_clients;
         PeerTable peers;
+        ClientCounters retired; /* the counters of clients that have gone */
         uint64_t next_id;
         bool stopping;
 } Server;
@@ -119,6 +116,9 @@ int server_reload(Server *s, Buffer *errors);
 
 /* A client's thread has ended; the last one takes it out of the registry. */
 void server_client_thread_done(Server *s, Client *c);
+
+/* The per-request counters of every client, gone ones too. Any thread. */
+void server_counters(Server *s, ClientCounters *ret);
 
 /* The current configuration, referenced (config_unref() it). Any thread. */
 Config *server_config(Server *s);

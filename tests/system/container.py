@@ -19,8 +19,10 @@ fails; if the test process itself is SIGKILLed, nspawn gets SIGTERM
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -74,8 +76,18 @@ class Container:
         # Without a systemd on the host (a CI sandbox) there is no machined to
         # register with and no manager to make a scope: keep our own cgroup.
         host_systemd = os.path.isdir("/run/systemd/system")
+        # First boot with an empty /etc applies the presets, and Debian's
+        # enable everything: the host's other services (an sshd, a broker
+        # without their /etc) would start, fail and restart. Only ours.
+        self.preset_dir = tempfile.mkdtemp(prefix="ipcd-preset-")
+        preset = os.path.join(self.preset_dir, "00-ipcd-tests.preset")
+        with open(preset, "w") as f:
+            f.write("# the ipcd test container: nothing of the host's starts by itself\n"
+                    "enable ipcd.socket\ndisable *\n")
         argv = ["systemd-nspawn", "--quiet", "--volatile=yes", "--directory=/",
-                "--boot", "--private-network", "--machine=" + self.name] + self.nspawn_args
+                "--boot", "--private-network", "--machine=" + self.name,
+                "--bind-ro=%s:/etc/systemd/system-preset/00-ipcd-tests.preset" % preset] + \
+            self.nspawn_args
         if not host_systemd:
             argv += ["--register=no", "--keep-unit"]
         argv += ["systemd.firstboot=off"]
@@ -188,6 +200,8 @@ class Container:
         self.kill()
         if self.logfile:
             self.logfile.close()
+        if getattr(self, "preset_dir", None):
+            shutil.rmtree(self.preset_dir, ignore_errors=True)
 
     def kill(self):
         """SIGKILL the container's PID 1 (which takes its pid namespace with it), then nspawn."""
