@@ -15,6 +15,9 @@
  *          "ready", hold them until stdin reaches EOF
  *   first  connect and do one round trip: first_ns (for cold starts)
  *   spin   burn CPU until killed (the "busy process" of tools/bench)
+ *   fanout --clients subscribers, one publisher with --depth publishes in
+ *          flight, --payload bytes each: deliveries/s (dps), latency
+ *          (median_ns, p99_ns); every delivery checked (bench-fanout.c)
  *
  * Framing: `ping\n` -> `OK 4\npong\n` (ipcd protocol 1), or with --redis
  * `PING\r\n` -> `+PONG\r\n`. Every response byte is checked.
@@ -47,6 +50,7 @@ static double duration = 1.0;
 static double warmup = 0.2;
 static int depth = 64;
 static int n_clients = 50;
+static bool redis_mode;
 
 _Noreturn static void die(const char *what)
 {
@@ -400,6 +404,8 @@ static void mode_first(void)
         close(fd);
 }
 
+#include "bench-fanout.c"
+
 _Noreturn static void mode_spin(void)
 {
         volatile uint64_t x = 0;
@@ -412,7 +418,7 @@ static void help(void)
 {
         printf("Usage: bench-client MODE (--unix PATH | --tcp HOST:PORT) [OPTIONS]\n"
                "\n"
-               "The load client of tools/bench. Modes: lat, pipe, conc, idle, first, spin.\n"
+               "The load client of tools/bench. Modes: lat, pipe, conc, idle, first, fanout, spin.\n"
                "\n"
                "  -u, --unix PATH      connect to a Unix socket\n"
                "  -t, --tcp HOST:PORT  connect over TCP\n"
@@ -420,7 +426,9 @@ static void help(void)
                "  -d, --duration SEC   measured time (default 1)\n"
                "  -w, --warmup SEC     unmeasured time before (default 0.2)\n"
                "  -p, --depth N        requests in flight for pipe (default 64)\n"
-               "  -c, --clients N      connections for conc and idle (default 50)\n"
+               "  -c, --clients N      connections for conc and idle, subscribers for\n"
+               "                       fanout (default 50)\n"
+               "  -P, --payload BYTES  fanout: event payload size (default 64)\n"
                "  -h, --help           show this help\n");
 }
 
@@ -431,12 +439,13 @@ int main(int argc, char *argv[])
             {"redis", no_argument, NULL, 'r'},       {"duration", required_argument, NULL, 'd'},
             {"warmup", required_argument, NULL, 'w'}, {"depth", required_argument, NULL, 'p'},
             {"clients", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+            {"payload", required_argument, NULL, 'P'},
             {},
         };
         const char *mode;
         int o;
 
-        while ((o = getopt_long(argc, argv, "u:t:rd:w:p:c:h", options, NULL)) >= 0) {
+        while ((o = getopt_long(argc, argv, "u:t:rd:w:p:c:P:h", options, NULL)) >= 0) {
                 switch (o) {
                 case 'u':
                         unix_path = optarg;
@@ -447,6 +456,7 @@ int main(int argc, char *argv[])
                 case 'r':
                         req = "PING\r\n";
                         resp = "+PONG\r\n";
+                        redis_mode = true;
                         break;
                 case 'd':
                         duration = atof(optarg);
@@ -459,6 +469,9 @@ int main(int argc, char *argv[])
                         break;
                 case 'c':
                         n_clients = atoi(optarg);
+                        break;
+                case 'P':
+                        payload_size = atoi(optarg);
                         break;
                 case 'h':
                         help();
@@ -492,7 +505,11 @@ int main(int argc, char *argv[])
                 mode_idle();
         else if (strcmp(mode, "first") == 0)
                 mode_first();
-        else
-                fail("unknown mode (lat, pipe, conc, idle, first, spin)");
+        else if (strcmp(mode, "fanout") == 0) {
+                if (payload_size < 48 || payload_size > 1 << 20)
+                        fail("--payload: 48 to 1M bytes");
+                mode_fanout(redis_mode);
+        } else
+                fail("unknown mode (lat, pipe, conc, idle, first, fanout, spin)");
         return 0;
 }

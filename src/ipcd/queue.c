@@ -78,13 +78,46 @@ void chunk_free_list(Chunk *c)
         }
 }
 
+/* Events up to this size are copied into a run of them (one buffer, one
+ * iovec); larger ones are queued by reference. */
+#define EVENT_COPY_MAX 512
+#define EVENT_RUN_SIZE 16384
+
 int queue_push_shared(Queue *q, SharedFrame *f)
 {
-        Chunk *c = malloc(sizeof(*c));
+        Chunk *c = NULL;
 
+        pthread_mutex_lock(&q->lock);
+        if (q->dead || q->closed || q->bytes + f->len > q->limit) {
+                int r = q->dead || q->closed ? -EPIPE : -ENOBUFS;
+
+                pthread_mutex_unlock(&q->lock);
+                return r;
+        }
+        if (f->len <= EVENT_COPY_MAX && q->tail && q->tail->cap >= q->tail->len + f->len) {
+                /* Appended to the run at the tail: no allocation at all. */
+                memcpy(q->tail->data + q->tail->len, f->data, f->len);
+                q->tail->len += f->len;
+                q->bytes += f->len;
+                pthread_mutex_unlock(&q->lock);
+                return 0;
+        }
+        pthread_mutex_unlock(&q->lock);
+
+        c = malloc(sizeof(*c));
         if (!c)
                 return -ENOMEM;
-        *c = (Chunk){.data = f->data, .len = f->len, .shared = shared_frame_ref(f)};
+        if (f->len <= EVENT_COPY_MAX) {
+                char *run = malloc(EVENT_RUN_SIZE);
+
+                if (!run) {
+                        free(c);
+                        return -ENOMEM;
+                }
+                memcpy(run, f->data, f->len);
+                *c = (Chunk){.data = run, .len = f->len, .cap = EVENT_RUN_SIZE};
+        } else
+                *c = (Chunk){.data = f->data, .len = f->len, .shared = shared_frame_ref(f)};
 
         pthread_mutex_lock(&q->lock);
         if (q->dead || q->closed || q->bytes + f->len > q->limit) {

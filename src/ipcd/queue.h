@@ -41,6 +41,7 @@ typedef struct Chunk {
         struct Chunk *next;
         char *data; /* owned, or inside `shared` */
         size_t len;
+        size_t cap;          /* owned data with room to append events (fan-out), or 0 */
         SharedFrame *shared; /* referenced, or NULL */
 } Chunk;
 
