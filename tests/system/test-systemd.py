@@ -958,7 +958,8 @@ def main():
         logdir = os.path.dirname(destdir)
     name = "ipcd-test-%d" % os.getpid()
     C = Container(name, os.path.join(logdir, "console.log"),
-                  ["--overlay-ro=/usr:%s/usr:/usr" % destdir], directory=opts["os-root"])
+                  ["--overlay-ro=%s:%s/usr:/usr" % (os.path.join(opts["os-root"], "usr"), destdir)],
+                  directory=opts["os-root"])
     status = 1
     try:
         try:
