@@ -596,6 +596,14 @@ def test_user_units():
     """systemctl --user start ipcd.socket: the socket at $XDG_RUNTIME_DIR/ipcd.sock."""
     uid, _ = _make_users()
     rt = "/run/user/%d" % uid
+    # systemd 257's user manager gets $XDG_RUNTIME_DIR from pam_systemd's
+    # logind session only (252's had it without); a Debian 13 root made
+    # with --variant=important has no libpam-systemd (a nocheck build
+    # dependency, for this test).
+    check(C.run(["sh", "-c", "ls /usr/lib/*/security/pam_systemd.so /usr/lib/security/pam_systemd.so"
+                 " 2>/dev/null | grep -q ."]).returncode == 0,
+          "pam_systemd.so is missing (apt-get install libpam-systemd): user@.service cannot "
+          "start a user manager without it")
     C.ok(["systemctl", "start", "user@%d.service" % uid], timeout=60)
     try:
         env = ["env", "XDG_RUNTIME_DIR=" + rt, "DBUS_SESSION_BUS_ADDRESS=unix:path=%s/bus" % rt]
