@@ -228,12 +228,13 @@ static void refuse(Server *s, int fd, const char *why)
 {
         Buffer b = BUFFER_INIT;
 
+        /* Counted first: a client that has read its ERR busy finds itself in stats. */
+        atomic_fetch_add_explicit(&s->stats.clients_refused, 1, memory_order_relaxed);
         if (proto_append_err(&b, "busy", "%s", why) >= 0)
                 (void)send(fd, b.data, b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
         buffer_done(&b);
         (void)shutdown(fd, SHUT_WR);
         close(fd);
-        atomic_fetch_add_explicit(&s->stats.clients_refused, 1, memory_order_relaxed);
 }
 
 static void registry_remove_locked(Server *s, Client *c)

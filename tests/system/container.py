@@ -217,7 +217,7 @@ def nspawn_run(directory, argv, binds=(), timeout=1800):
     path, container path[, "ro"]). Returns stdout and stderr together; fails
     the test unless argv exits 0."""
     cmd = ["systemd-nspawn", "--quiet", "--directory=" + directory, "--volatile=overlay",
-           "--as-pid2", "--private-network", "--register=no",
+           "--as-pid2", "--console=pipe", "--private-network", "--register=no",
            "--machine=ipcd-run-%d" % os.getpid(), "--setenv=LANG=C.UTF-8",
            "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
     if not os.path.isdir("/run/systemd/system"):
