@@ -387,8 +387,11 @@ def step_autopkgtest():
     out = "/var/tmp/autopkgtest-out"
     dsc = "%s/v1/ipcd_%s.dsc" % (PKGDIR, S["v1"])
     start = time.monotonic()
-    r = C.run(["autopkgtest", "--no-built-binaries", "--output-dir", out, dsc, "--", "null"],
-              timeout=900)
+    # The container is booted with systemd: isolation-container holds. The
+    # null runner of Debian 13's autopkgtest no longer claims it by itself
+    # (Debian 12's did), so say so.
+    r = C.run(["autopkgtest", "--no-built-binaries", "--ignore-restrictions=isolation-container",
+               "--output-dir", out, dsc, "--", "null"], timeout=900)
     summary = C.run(["cat", out + "/summary"]).stdout.strip()
     log("autopkgtest -B %s -- null: exit %d after %.0fs\n%s"
         % (os.path.basename(dsc), r.returncode, time.monotonic() - start, summary))
