@@ -134,7 +134,10 @@ def step_build():
                 % (S["v2"], trailer, old))
     start = time.monotonic()
     for tree in (v1, v2):
-        sh(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=tree, env=build_env())
+        out = sh(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=tree, env=build_env())
+        # With the release's compiler and dpkg's hardening flags: warning-free.
+        warnings = [l for l in out.splitlines() if re.search(r"\.[ch]:\d+:\d+: warning:", l)]
+        check(not warnings, "compiler warnings in the package build:\n" + "\n".join(warnings))
     log("built %s and %s in %.1fs" % (S["v1"], S["v2"], time.monotonic() - start))
     for d, v in (("v1", S["v1"]), ("v2", S["v2"])):
         check(os.path.exists(os.path.join(work, d, deb(v))), "no %s/%s" % (d, deb(v)))
