@@ -201,8 +201,8 @@ def build_root(root, control):
 
 def in_root(argv, timeout=1800):
     """argv in the cached root (no boot, throw-away overlay), the work directory at BUILD."""
-    return nspawn_run(S["root"], argv, binds=[(S["work"], BUILD), (S["source"], "/srv/ipcd-src", "ro")],
-                      timeout=timeout)
+    binds = [(S["work"], BUILD), (S["source"], "/srv/ipcd-src", "ro")]
+    return nspawn_run(S["root"], argv, binds=binds, timeout=timeout)
 
 
 def step_build():

@@ -600,8 +600,8 @@ def test_user_units():
     # logind session only (252's had it without); a Debian 13 root made
     # with --variant=important has no libpam-systemd (a nocheck build
     # dependency, for this test).
-    check(C.run(["sh", "-c", "ls /usr/lib/*/security/pam_systemd.so /usr/lib/security/pam_systemd.so"
-                 " 2>/dev/null | grep -q ."]).returncode == 0,
+    check(C.run(["sh", "-c", "ls /usr/lib/*/security/pam_systemd.so"
+                 " /usr/lib/security/pam_systemd.so 2>/dev/null | grep -q ."]).returncode == 0,
           "pam_systemd.so is missing (apt-get install libpam-systemd): user@.service cannot "
           "start a user manager without it")
     C.ok(["systemctl", "start", "user@%d.service" % uid], timeout=60)
