@@ -145,13 +145,19 @@ def test_connection_flood_past_max_clients():
 
         for i in range(100):          # warm up the allocator before measuring
             attempt(i)
-        refused0 = int(d.stats(via=ctl)["clients_refused"])
+        # A refusal is counted after its ERR busy is written: the client may
+        # read it (and EOF) before the counter moves. Wait for the count.
+        ipcdtest.wait_for(lambda: int(d.stats(via=ctl)["clients_refused"]) == 100,
+                          what="clients_refused to reach 100")
+        refused0 = 100
         rss0 = rss_kib(d.pid)
         t0 = time.monotonic()
         for i in range(2000):
             attempt(i)
         took = time.monotonic() - t0
         check(d.alive(), "ipcd died")
+        ipcdtest.wait_for_quietly(
+            lambda: int(d.stats(via=ctl)["clients_refused"]) >= refused0 + 2000, 10)
         s = d.stats(via=ctl)
         check(int(s["clients_refused"]) == refused0 + 2000,
               "clients_refused %s, wanted %d" % (s["clients_refused"], refused0 + 2000))

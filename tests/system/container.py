@@ -63,8 +63,11 @@ class Container:
     etc: entries of the host's /etc copied into the container after boot.
     """
 
-    def __init__(self, name, logpath, nspawn_args=(), etc=ETC_DEFAULT):
+    def __init__(self, name, logpath, nspawn_args=(), etc=ETC_DEFAULT, directory="/",
+                 volatile="yes"):
         self.name = name
+        self.directory = directory
+        self.volatile = volatile
         self.logpath = logpath
         self.nspawn_args = list(nspawn_args)
         self.etc = etc
@@ -84,8 +87,9 @@ class Container:
         with open(preset, "w") as f:
             f.write("# the ipcd test container: nothing of the host's starts by itself\n"
                     "enable ipcd.socket\ndisable *\n")
-        argv = ["systemd-nspawn", "--quiet", "--volatile=yes", "--directory=/",
-                "--boot", "--private-network", "--machine=" + self.name,
+        argv = ["systemd-nspawn", "--quiet", "--volatile=" + self.volatile,
+                "--directory=" + self.directory, "--boot", "--private-network",
+                "--machine=" + self.name,
                 "--bind-ro=%s:/etc/systemd/system-preset/00-ipcd-tests.preset" % preset] + \
             self.nspawn_args
         if not host_systemd:
@@ -105,14 +109,17 @@ class Container:
             % (self.name, self.leader, state, time.monotonic() - start))
         if state == "degraded":
             log("failed units:\n" + self.run(["systemctl", "--failed", "--no-legend"]).stdout)
-        self.copy_in("/etc", self.etc)
+        if self.volatile == "yes":
+            self.copy_in("/etc", self.etc)
 
     def copy_in(self, base, entries):
-        """Copy the host's BASE/ENTRY (files or trees) to the same place in the container."""
-        entries = [e for e in entries if os.path.lexists(os.path.join(base, e))]
+        """Copy BASE/ENTRY (files or trees) of the OS tree that was booted (the
+        host's, or the one in `directory`) to the same place in the container."""
+        src = os.path.join(self.directory, base.lstrip("/"))
+        entries = [e for e in entries if os.path.lexists(os.path.join(src, e))]
         if not entries:
             return
-        tar = subprocess.run(["tar", "-C", base, "-cf", "-"] + entries,
+        tar = subprocess.run(["tar", "-C", src, "-cf", "-"] + entries,
                              capture_output=True, check=True).stdout
         self.ok(["mkdir", "-p", base])
         r = subprocess.run(["nsenter", "-t", str(self.leader), "-a", "--", "tar", "-C", base,
@@ -215,3 +222,33 @@ class Container:
                 except ProcessLookupError:
                     pass
         self.proc.wait(30)
+
+
+def nspawn_run(directory, argv, binds=(), timeout=1800):
+    """Run argv in the OS tree `directory` without booting it (systemd-nspawn
+    --as-pid2), on a throw-away overlay (--volatile=overlay: the tree itself
+    is never written) and a private network (loopback only). binds: (host
+    path, container path[, "ro"]). Returns stdout and stderr together; fails
+    the test unless argv exits 0."""
+    cmd = ["systemd-nspawn", "--quiet", "--directory=" + directory, "--volatile=overlay",
+           "--as-pid2", "--console=pipe", "--private-network", "--register=no",
+           "--machine=ipcd-run-%d" % os.getpid(), "--setenv=LANG=C.UTF-8",
+           "--setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+    if not os.path.isdir("/run/systemd/system"):
+        cmd.append("--keep-unit")
+    for b in binds:
+        cmd.append("--%s=%s:%s" % ("bind-ro" if b[2:] == ("ro",) else "bind", b[0], b[1]))
+    cmd += ["--"] + list(argv)
+    log("+ " + " ".join(cmd))
+    try:
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                           start_new_session=True, preexec_fn=_sigterm_when_parent_dies)
+    except subprocess.TimeoutExpired:
+        fail("timed out after %ds in %s: %s" % (timeout, directory, " ".join(argv)))
+    # nspawn's own complaint about the volatile overlay's propagation directory.
+    out = "\n".join(l for l in r.stdout.splitlines() if "Attempted to remove disk file" not in l)
+    if r.returncode != 0:
+        print(out[-30000:])
+        fail("in %s: %s: exit %d" % (directory, " ".join(argv), r.returncode))
+    return out
