@@ -172,6 +172,8 @@ static void *publisher(void *userdata)
                         write_all_fd(fd, line, (size_t)h + (size_t)payload_size + (redis ? 2 : 1));
                         seq++;
                 }
+                if (answered == seq)
+                        continue; /* nothing to wait for (stopped while waiting above) */
                 ssize_t n = read(fd, rbuf + rlen, sizeof(rbuf) - rlen);
                 if (n <= 0)
                         die("publisher read");
