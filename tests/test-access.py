@@ -182,6 +182,10 @@ def test_unix_roles_root_and_nobody():
             check(f[:2] == ("ERR", "denied") and f[2] == "%s requires role admin" % name,
                   "user %s: %r" % (name, f))
         check(final(out["answers"][4]) == ("OK", None, "pong"), "the connection stays usable")
+        # the monitor topic is for admins; nobody publishes on the daemon's topics
+        out2 = as_nobody(d.path, "subscribe ipcd.monitor", "publish ipcd.monitor x")
+        for a in out2["answers"]:
+            check(final(a)[:2] == ("ERR", "denied"), "a user on ipcd.monitor: %r" % (a,))
         cid = int(hello["client"])
         for name in ("clients", "reload"):
             wait_for(lambda: re.search(r"client %d: denied %s: requires role admin, client has user"

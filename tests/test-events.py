@@ -470,6 +470,44 @@ def test_ipcctl_listen_and_publish():
         admin.close()
 
 
+def test_ipcctl_monitor():
+    """ipcctl monitor: another client's command within 100 ms, who ran it,
+    its arguments, result and duration; one JSON object each with --json."""
+    import json
+    with Daemon() as d:
+        for mode in ([], ["--json"]):
+            mon = ipcdtest.own(subprocess.Popen(
+                [ipcdtest.IPCCTL, "-s", d.path] + mode + ["monitor", "--count", "2"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            admin = d.connect()
+            wait_for(lambda: "ipcd.monitor" in admin.request("clients").payload.decode(),
+                     what="the monitor to subscribe")
+            other = d.connect()
+            t0 = time.monotonic()
+            check(other.request("ping").kind == "OK", "ping")
+            line = mon.stdout.readline().decode()
+            took = time.monotonic() - t0
+            # the admin's `clients` polls came first, or the ping: find the ping
+            while "ping" not in line:
+                line = mon.stdout.readline().decode()
+                took = time.monotonic() - t0
+            check(took < 0.1 or mode, "the ping was shown after %.0f ms" % (took * 1000))
+            if mode:
+                e = json.loads(line)
+                check(e["command"] == "ping" and e["result"] == "ok"
+                      and isinstance(e["duration_usec"], int) and e["role"] == "admin",
+                      "monitor --json: %r" % e)
+            else:
+                check(re.match(r"client=\d+ transport=unix peer=pid=\d+ uid=0 gid=\d+ "
+                               r"role=admin command=ping args= result=ok duration_usec=\d+$",
+                               line.strip()), "monitor: %r" % line)
+            other.request("echo one two")
+            out, err = mon.communicate(timeout=10)
+            check(mon.returncode == 0, "monitor exit %d: %r" % (mon.returncode, err))
+            admin.close()
+            other.close()
+
+
 if __name__ == "__main__":
     ipcdtest.run_tests([
         test_subscribe_unsubscribe_counts,
@@ -481,4 +519,5 @@ if __name__ == "__main__":
         test_slow_consumer_disconnected_others_unaffected,
         test_events_only_between_frames,
         test_ipcctl_listen_and_publish,
+        test_ipcctl_monitor,
     ])

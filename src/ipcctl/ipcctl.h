@@ -53,6 +53,7 @@ int verb_hello(int argc, char *argv[]);
 int verb_stats(int argc, char *argv[]);
 int verb_publish(int argc, char *argv[]);
 int verb_listen(int argc, char *argv[]);
+int verb_monitor(int argc, char *argv[]);
 int run_interactive(void);
 int run_pipe(void);
 int run_stdio_bridge(void);

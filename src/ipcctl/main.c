@@ -38,6 +38,8 @@ static const Verb verbs[] = {
     {"stats", verb_stats, "", "Show the server's counters"},
     {"publish", verb_publish, "TOPIC MESSAGE...", "Publish an event (words joined by blanks)"},
     {"listen", verb_listen, "TOPIC... [--count N]", "Print events until interrupted"},
+    {"monitor", verb_monitor, "[--count N]",
+     "Print every command as it runs: who, what, result, duration (admin)"},
 };
 
 void log_error(const char *fmt, ...)

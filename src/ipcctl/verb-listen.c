@@ -2,6 +2,8 @@
  * verb-listen.c - listen TOPIC... [--count N]: subscribe and print each
  * EVENT payload on a line of its own (or as JSON), until N events have
  * been printed, SIGINT/SIGTERM (exit 0), or the connection breaks (exit 3).
+ * monitor [--count N]: the same on the daemon's ipcd.monitor topic (admin
+ * only), each entry on one line (key=value) or as one JSON object.
  *
  * -t bounds connecting and the answer to `subscribe` only; events may take
  * as long as they like. The signals are taken through a signalfd polled
@@ -16,6 +18,8 @@
 
 #include "ipcctl.h"
 #include "output.h"
+
+static bool monitor_mode; /* verb_monitor: set before anything else runs */
 
 static int parse_count(const char *s, unsigned long long *ret)
 {
@@ -35,6 +39,40 @@ static int parse_count(const char *s, unsigned long long *ret)
 /* Handle every frame buffered. Returns true when listen is over, with the
  * exit status in *status: --count reached, subscription refused, stdout or
  * the stream broken. */
+/* A monitor entry's "key: value" lines as one line of key=value words. */
+static int output_monitor_line(Output *o, const ProtoFrame *f)
+{
+        _cleanup_free_ char *line = malloc(f->len + 1);
+        const char *p = f->payload, *end = f->payload + f->len;
+        ProtoFrame g = *f;
+        size_t n = 0;
+
+        if (!line)
+                return -ENOMEM;
+        while (p < end) {
+                const char *nl = memchr(p, '\n', (size_t)(end - p));
+                const char *e = nl ? nl : end;
+                const char *colon = memchr(p, ':', (size_t)(e - p));
+
+                if (n > 0)
+                        line[n++] = ' ';
+                if (colon && colon + 1 < e && colon[1] == ' ') {
+                        memcpy(line + n, p, (size_t)(colon - p));
+                        n += (size_t)(colon - p);
+                        line[n++] = '=';
+                        memcpy(line + n, colon + 2, (size_t)(e - colon - 2));
+                        n += (size_t)(e - colon - 2);
+                } else {
+                        memcpy(line + n, p, (size_t)(e - p));
+                        n += (size_t)(e - p);
+                }
+                p = nl ? nl + 1 : end;
+        }
+        g.payload = line;
+        g.len = n;
+        return output_event(o, &g, false, false);
+}
+
 static bool handle_frames(Conn *c, Output *o, bool with_topic, bool *subscribed,
                           unsigned long long count, unsigned long long *seen, int *status)
 {
@@ -53,7 +91,9 @@ static bool handle_frames(Conn *c, Output *o, bool with_topic, bool *subscribed,
                         continue;
                 }
                 if (f.type == PROTO_FRAME_EVENT) {
-                        r = output_event(o, &f, with_topic, false);
+                        r = monitor_mode && o->json == JSON_OFF ? output_monitor_line(o, &f)
+                                                                : output_event(o, &f, with_topic,
+                                                                               false);
                         if (r < 0) {
                                 *status = log_output_error(r);
                                 return true;
@@ -148,6 +188,8 @@ int verb_listen(int argc, char *argv[])
                 return session_error(r);
 
         output_init(&o, arg_json, arg_quiet);
+        if (monitor_mode)
+                output_expect(&o, ANSWER_MONITOR);
         for (;;) {
                 struct pollfd p[2] = {
                     {.fd = c->fd, .events = POLLIN},
@@ -188,4 +230,22 @@ int verb_listen(int argc, char *argv[])
                         }
                 }
         }
+}
+
+int verb_monitor(int argc, char *argv[])
+{
+        _cleanup_free_ char **v = calloc((size_t)argc + 2, sizeof(char *));
+
+        if (!v)
+                return session_error(-ENOMEM);
+        /* listen [OPTIONS] ipcd.monitor */
+        v[0] = argv[0];
+        for (int i = 1; i < argc; i++) {
+                if (argv[i][0] != '-' && (i == 1 || strcmp(argv[i - 1], "--count") != 0))
+                        return usage_error("monitor takes no topic (it watches every command)");
+                v[i] = argv[i];
+        }
+        v[argc] = (char *)"ipcd.monitor";
+        monitor_mode = true;
+        return verb_listen(argc + 1, v);
 }

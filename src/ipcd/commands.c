@@ -514,6 +514,11 @@ int command_dispatch(Client *c)
                 const CommandConfig *cc = config_find_command(c->config, name->data, name->len);
                 slot = metrics_slot(cc ? cc->name : NULL);
         }
-        metrics_record_slot(slot, r == 0, now_usec(CLOCK_MONOTONIC) - start);
+        {
+                uint64_t dur = now_usec(CLOCK_MONOTONIC) - start;
+
+                metrics_record_slot(slot, r == 0, dur);
+                events_monitor(c, &c->req, r == 0 ? "ok" : r < 0 ? "failed" : "error", dur);
+        }
         return r;
 }

@@ -134,6 +134,8 @@ static void unsubscribe_locked(EventIndex *x, Client *c, size_t k)
                         t->subs[i] = t->subs[--t->n_subs];
                         break;
                 }
+        if (t->len == strlen(EVENTS_MONITOR) && memcmp(t->name, EVENTS_MONITOR, t->len) == 0)
+                atomic_fetch_sub_explicit(&x->n_monitors, 1, memory_order_relaxed);
         /* c->subs keeps its order (at most EVENTS_MAX_TOPICS): `clients` lists it */
         memmove(&c->subs[k], &c->subs[k + 1], (c->n_subs - k - 1) * sizeof(*c->subs));
         c->n_subs--;
@@ -160,6 +162,8 @@ static int subscribe_locked(EventIndex *x, Client *c, const ProtoArg *a, uint64_
         }
         t->subs[t->n_subs++] = c;
         c->subs[c->n_subs++] = t; /* room for EVENTS_MAX_TOPICS was made before */
+        if (t->len == strlen(EVENTS_MONITOR) && memcmp(t->name, EVENTS_MONITOR, t->len) == 0)
+                atomic_fetch_add_explicit(&x->n_monitors, 1, memory_order_relaxed);
         return 0;
 }
 
@@ -246,6 +250,13 @@ static int reply_count(Client *c, size_t n)
 
 #define TOPIC_RULE "1-255 of A-Z a-z 0-9 . _ : / @ + -"
 
+static bool is_reserved(const char *topic, size_t len)
+{
+        size_t n = strlen(EVENTS_RESERVED_PREFIX);
+
+        return len >= n && memcmp(topic, EVENTS_RESERVED_PREFIX, n) == 0;
+}
+
 int events_subscribe(Client *c, const ProtoRequest *req)
 {
         EventIndex *x = &c->server->events;
@@ -264,6 +275,14 @@ int events_subscribe(Client *c, const ProtoRequest *req)
                                  EVENTS_MAX_TOPICS);
         if (n < 0)
                 return reply_err(c, "failed", "out of memory");
+
+        for (ssize_t i = 0; i < n; i++)
+                if (is_reserved(topics[i]->data, topics[i]->len) &&
+                    (Role)atomic_load(&c->role) < ROLE_ADMIN) {
+                        r = reply_err(c, "denied", "topics under " EVENTS_RESERVED_PREFIX
+                                                   " require role admin");
+                        goto out;
+                }
 
         /* Events will come: they need the sender thread, and room to be listed. */
         if (client_start_sender(c) < 0) {
@@ -438,6 +457,9 @@ int events_publish(Client *c, const ProtoRequest *req)
 
         if (!proto_topic_is_valid(topic->data, topic->len))
                 return reply_err(c, "bad-request", "invalid topic: " TOPIC_RULE);
+        if (is_reserved(topic->data, topic->len))
+                return reply_err(c, "denied", "topics under " EVENTS_RESERVED_PREFIX
+                                              " are the daemon's own");
 
         /* One frame, built once, before the lock, and shared by every
          * subscriber's queue. */
@@ -507,4 +529,75 @@ int events_publish(Client *c, const ProtoRequest *req)
                             n_slow - ELEMENTSOF(slow_ids));
 
         return reply_count(c, delivered);
+}
+
+/* Append `a` to b as one printable word (escapes for the rest). */
+static int append_printable(Buffer *b, const char *a, size_t len)
+{
+        int r = 0;
+
+        for (size_t i = 0; i < len && r >= 0; i++) {
+                unsigned char ch = a[i];
+                if (ch > ' ' && ch < 0x7f && ch != '\\')
+                        r = buffer_append(b, (const char *)&ch, 1);
+                else
+                        r = buffer_printf(b, "\\x%02x", ch);
+        }
+        return r;
+}
+
+void events_monitor(Client *c, const ProtoRequest *req, const char *result,
+                    uint64_t duration_usec)
+{
+        EventIndex *x = &c->server->events;
+        uint64_t h = topic_hash(EVENTS_MONITOR, strlen(EVENTS_MONITOR));
+        Buffer payload = BUFFER_INIT, frame = BUFFER_INIT;
+        SharedFrame *f = NULL;
+        Topic *t;
+        int r;
+
+        if (atomic_load_explicit(&x->n_monitors, memory_order_relaxed) == 0)
+                return;
+        for (size_t i = 0; i < c->n_subs; i++)
+                if (c->subs[i]->len == strlen(EVENTS_MONITOR) &&
+                    memcmp(c->subs[i]->name, EVENTS_MONITOR, c->subs[i]->len) == 0)
+                        return; /* a monitor does not watch itself */
+
+        r = buffer_printf(&payload, "client: %" PRIu64 "\ntransport: %s\npeer: %s\nrole: %s\n"
+                                    "command: ",
+                          c->id, transport_to_string(c->transport), c->peer,
+                          role_to_string(atomic_load(&c->role)));
+        if (r >= 0)
+                r = append_printable(&payload, req->args[0].data, MIN(req->args[0].len, 64));
+        if (r >= 0)
+                r = buffer_append(&payload, "\nargs: ", 7);
+        for (size_t i = 1; r >= 0 && i < req->n_args && payload.len < 512; i++) {
+                if (i > 1)
+                        r = buffer_append(&payload, " ", 1);
+                if (r >= 0)
+                        r = append_printable(&payload, req->args[i].data,
+                                             MIN(req->args[i].len, 128));
+        }
+        if (r >= 0)
+                r = buffer_printf(&payload, "\nresult: %s\nduration_usec: %" PRIu64 "\n",
+                                  result, duration_usec);
+        if (r >= 0)
+                r = proto_append_frame(&frame, PROTO_FRAME_EVENT, EVENTS_MONITOR, payload.data,
+                                       payload.len);
+        if (r >= 0)
+                f = shared_frame_new(frame.data, frame.len);
+        buffer_done(&payload);
+        buffer_done(&frame);
+        if (!f)
+                return;
+
+        pthread_mutex_lock(&x->lock);
+        t = topic_find_locked(x, EVENTS_MONITOR, strlen(EVENTS_MONITOR), h);
+        for (size_t i = 0; t && i < t->n_subs; i++)
+                /* A monitor too slow for the traffic misses entries, it is not dropped. */
+                if (queue_push_shared(&t->subs[i]->queue, f) == 0)
+                        fanout_note_locked(c, t->subs[i],
+                                           (c->id << 24) ^ (c->fanout_seq & 0xffffff));
+        pthread_mutex_unlock(&x->lock);
+        shared_frame_unref(f);
 }

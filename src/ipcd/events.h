@@ -19,11 +19,18 @@
 #pragma once
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "client.h"
 
 /* Most topics one client may subscribe to. */
 #define EVENTS_MAX_TOPICS 256
+
+/* Topics under this prefix are the daemon's own: only admins may subscribe,
+ * nobody may publish. EVENTS_MONITOR carries every command as it runs
+ * (`ipcctl monitor`). */
+#define EVENTS_RESERVED_PREFIX "ipcd."
+#define EVENTS_MONITOR         "ipcd.monitor"
 
 typedef struct Topic Topic;
 
@@ -32,6 +39,7 @@ typedef struct EventIndex {
         Topic **buckets; /* hash chains */
         size_t n_buckets;
         size_t n_topics;
+        atomic_uint n_monitors; /* subscribers of EVENTS_MONITOR: 0 costs one load */
 } EventIndex;
 
 int events_init(EventIndex *x);
@@ -48,6 +56,14 @@ int events_publish(Client *c, const ProtoRequest *req);
  * woken, once for the whole batch. Reader thread; no lock held.
  */
 void events_deliver(Client *c);
+
+/*
+ * A command has run on c: tell the subscribers of EVENTS_MONITOR who ran
+ * what, with which result and how long it took. One atomic load while
+ * nobody watches. Reader thread.
+ */
+void events_monitor(Client *c, const ProtoRequest *req, const char *result,
+                    uint64_t duration_usec);
 
 /* The client's reader is ending: leave every topic. */
 void events_client_gone(Client *c);
