@@ -49,9 +49,10 @@ class Broker:
     restart, as on a real broker), started and stopped by pid."""
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="ipcd-bridge-broker-")
         # mosquitto started as root runs as user mosquitto: let it save its
-        # persistence file here.
+        # persistence file here, in a directory that user can reach (TMPDIR
+        # may be private, the tree under /root).
+        self.dir = ipcdtest.public_tmpdir("ipcd-bridge-broker-")
         os.chmod(self.dir, 0o1777)
         self.port = free_port()
         self.conf = os.path.join(self.dir, "mosquitto.conf")
