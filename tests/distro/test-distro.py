@@ -62,6 +62,17 @@ BUILD = "/srv/ipcd-distro"   # the work directory, inside the containers
 S = {}
 
 
+
+def unmount_under(path):
+    """Unmount whatever is mounted at or below path (deepest first), so that
+    removing it can never reach into a bind-mounted /proc or /dev."""
+    path = os.path.realpath(path)
+    with open("/proc/mounts") as f:
+        points = [l.split()[1].replace("\\040", " ") for l in f]
+    for m in sorted((m for m in points if m == path or m.startswith(path + "/")),
+                    key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], check=False)
+
 def sh(argv, timeout=1800, **kw):
     log("+ " + " ".join(argv))
     try:
@@ -178,6 +189,7 @@ def build_root(root, control):
         sys.exit(SKIP)
     ensure_mmdebstrap()
     tmp = root + ".tmp"
+    unmount_under(tmp)  # an interrupted mmdebstrap may have left /proc, /dev in it
     shutil.rmtree(tmp, ignore_errors=True)
     # Only debian/control and debian/changelog go in, for apt-get build-dep.
     ctl = os.path.join(S["work"], "builddeps")
