@@ -34,7 +34,8 @@ def test_check_config_names_files():
         # no file at all (a --config that is missing is an error; the default
         # main file missing is a warning, and the defaults are used)
         r = run([IPCD, "--check-config"], text=True)
-        if r.returncode == 0:
+        # (an installed package has the default main file: then it is read)
+        if r.returncode == 0 and not r.stdout.startswith("read "):
             check("warning:" in r.stderr and "does not exist" in r.stderr,
                   "a missing main file is not a warning: %r %r" % (r.stdout, r.stderr))
         r = run([IPCD, "--config", conf + ".missing", "--check-config"], text=True)
