@@ -381,7 +381,7 @@ MaxOutputBytes=1G
             try:
                 with open("/proc/%d/stat" % pid) as st:
                     return st.read().rsplit(")", 1)[1].split()[0] == "Z"
-            except FileNotFoundError:
+            except (FileNotFoundError, ProcessLookupError):  # gone between open and read
                 return True
         wait_for(gone, timeout=5, what="the command's background child (pid %d) to die" % pid)
 
