@@ -367,7 +367,7 @@ Role=admin
 Exec=/usr/bin/yes
 Role=admin
 TimeoutSec=1
-MaxOutputBytes=1G
+MaxOutputBytes=1000G
 """
     with configured(conf) as d:
         c = d.connect(timeout=20)
