@@ -353,6 +353,14 @@ def n_threads(pid):
     return 0
 
 
+def unread_bytes(sock):
+    """How many bytes wait in sock's receive queue (FIONREAD)."""
+    import fcntl
+    import struct
+    import termios
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
 def send_in_background(conn, data):
     """sendall() in a thread (for when the test must read at the same time).
     Returns the thread; its .error is the exception sendall raised, if any."""

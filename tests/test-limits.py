@@ -65,6 +65,10 @@ class Limited:
 
     def close(self):
         if self.proc.poll() is None:
+            # LeakSanitizer stops the world with a thread of its own at exit:
+            # under the test's RLIMIT_NPROC it could not start one
+            subprocess.run(["prlimit", "--pid", str(self.proc.pid), "--nproc=unlimited"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.proc.terminate()
             try:
                 self.proc.wait(10)
@@ -181,7 +185,9 @@ def test_out_of_threads_loses_no_answer():
         # takes, so the reader, with no sender, waits and writes them itself
         big = "x" * 60000
         t = ipcdtest.send_in_background(c, (("echo %s\n" % big) * 20 + "ping\n").encode())
-        time.sleep(0.2)  # let the reader block on the full socket
+        # let the reader fill the socket (and then block on it) before we read
+        wait_for(lambda: ipcdtest.unread_bytes(c.sock) >= 120000,
+                 what="answers waiting in the socket")
         for i in range(20):
             f = c.read_frame()
             check(f.kind == "OK" and len(f.payload) == 60000, "answer %d: %r" % (i, f))
