@@ -76,8 +76,7 @@ int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Tr
         atomic_init(&c->n_ref, 1);
         c->since_usec = now_usec(CLOCK_REALTIME);
 
-        c->config = server_config(s);
-        c->config_generation = atomic_load(&s->config_generation);
+        c->config = registry_config(&s->registry, &c->config_generation);
         r = queue_init(&c->queue, c->config->queue_limit_bytes);
         if (r < 0) {
                 config_unref(c->config);
@@ -176,17 +175,15 @@ Role client_identity_role(const Client *c, const Config *config)
 
 void client_refresh_config(Client *c)
 {
-        Server *s = c->server;
+        Registry *reg = &c->server->registry;
         Config *old;
         Role role;
 
-        if (_likely_(atomic_load_explicit(&s->config_generation, memory_order_acquire) ==
-                     c->config_generation))
+        if (_likely_(!registry_config_changed(reg, c->config_generation)))
                 return;
 
         old = c->config;
-        c->config_generation = atomic_load(&s->config_generation);
-        c->config = server_config(s);
+        c->config = registry_config(reg, &c->config_generation);
         config_unref(old);
 
         /* New limits and AdminGroups= apply from the next request on; a role
@@ -230,9 +227,7 @@ void client_kick_locked(Client *c)
 
 void client_kick(Client *c)
 {
-        pthread_mutex_lock(&c->server->lock);
-        client_kick_locked(c);
-        pthread_mutex_unlock(&c->server->lock);
+        registry_kick(&c->server->registry, c);
 }
 
 void client_stop_reading_locked(Client *c)
@@ -411,9 +406,8 @@ int client_start_sender(Client *c)
 
         if (c->sender_started)
                 return 0;
-        pthread_mutex_lock(&s->lock);
-        c->n_threads++; /* the reader still runs: the client stays registered */
-        pthread_mutex_unlock(&s->lock);
+        /* the reader still runs: the client stays registered */
+        registry_thread_started(&s->registry, c);
 
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -421,9 +415,7 @@ int client_start_sender(Client *c)
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (r) {
                 client_unref(c);
-                pthread_mutex_lock(&s->lock);
-                c->n_threads--;
-                pthread_mutex_unlock(&s->lock);
+                registry_thread_not_started(&s->registry, c);
                 log_client(LOG_WARNING, c,
                            "cannot start a sender thread (%s); the reader writes itself",
                            strerror(r));
@@ -683,10 +675,41 @@ static void reader_batch(Client *c, size_t *scan, uint64_t now)
                 c->line_since_usec = now;
 }
 
+/*
+ * The end of one of c's threads; after the last, one journal entry per
+ * connection, carrying every command it ran as an IPCD_COMMAND= field
+ * (`journalctl -u ipcd IPCD_COMMAND=ping` finds it without an entry per
+ * request), and only then out of the registry: the drain waits for the
+ * registry to empty, and must not exit before this entry is written.
+ */
+static void client_thread_done(Client *c)
+{
+        Registry *reg = &c->server->registry;
+        char list[256] = "";
+        size_t o = 0;
+
+        if (!registry_thread_ended(reg, c))
+                return;
+        if (atomic_load_explicit(&log_max_level, memory_order_relaxed) >= LOG_INFO) {
+                for (unsigned i = 0; i < c->n_commands_used && o < sizeof(list); i++)
+                        o += snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : " (",
+                                      c->commands_used[i]);
+                if (o > 0 && o < sizeof(list) - 1)
+                        strcat(list, ")");
+                if (c->n_refusals_suppressed > 0)
+                        snprintf(list + strlen(list), sizeof(list) - strlen(list),
+                                 "; %" PRIu64 " more refused request(s) not logged",
+                                 c->n_refusals_suppressed);
+                log_full(LOG_INFO, 0, c, (const char *const *)c->commands_used, c->n_commands_used,
+                         NULL, UINT64_MAX, "disconnected after %" PRIu64 " command(s)%s",
+                         (uint64_t)atomic_load(&c->n_commands), list);
+        }
+        registry_remove(reg, c);
+}
+
 void *client_reader_thread(void *userdata)
 {
         Client *c = userdata;
-        Server *s = c->server;
         size_t scan = 0; /* c->in up to here holds no LF */
         bool stopping = false;
         ReadEnd end = READ_ON;
@@ -734,7 +757,7 @@ void *client_reader_thread(void *userdata)
                                                      LINGER_USEC
                                                : LINGER_USEC));
 
-        server_client_thread_done(s, c);
+        client_thread_done(c);
         client_unref(c);
         return NULL;
 }
@@ -742,7 +765,6 @@ void *client_reader_thread(void *userdata)
 void *client_sender_thread(void *userdata)
 {
         Client *c = userdata;
-        Server *s = c->server;
         Chunk *list;
         int r = 0;
 
@@ -759,7 +781,7 @@ void *client_sender_thread(void *userdata)
         else
                 (void)shutdown(c->fd, SHUT_RDWR);
 
-        server_client_thread_done(s, c);
+        client_thread_done(c);
         client_unref(c);
         return NULL;
 }

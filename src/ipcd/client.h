@@ -63,7 +63,7 @@ struct Server;
 struct Topic;
 
 /* What every request bumps: per client, so that clients share no cache
- * line; `stats` sums them (server_counters). */
+ * line; `stats` sums them (registry_counters). */
 typedef struct ClientCounters {
         uint64_t commands_ok, commands_failed, bytes_in, bytes_out;
 } ClientCounters;

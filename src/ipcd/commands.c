@@ -93,13 +93,11 @@ static int cmd_stats(Client *c, const ProtoRequest *req)
         unsigned n_clients;
         int r;
 
-        Config *config = server_config(s);
+        Config *config = registry_config(&s->registry, NULL);
         ClientCounters k;
 
-        server_counters(s, &k);
-        pthread_mutex_lock(&s->lock);
-        n_clients = s->n_clients;
-        pthread_mutex_unlock(&s->lock);
+        registry_counters(&s->registry, &k);
+        n_clients = registry_n_clients(&s->registry);
 
 #define LOAD(x) ((uint64_t)atomic_load_explicit(&st->x, memory_order_relaxed))
         buffer_clear(&c->scratch);
@@ -145,37 +143,39 @@ static int cmd_stats(Client *c, const ProtoRequest *req)
         return reply_scratch(c, r);
 }
 
+/* One line of `clients`, under the registry lock (registry_foreach). */
+static int append_client_line(Client *i, void *userdata)
+{
+        Buffer *out = userdata;
+        time_t t = (time_t)(i->since_usec / 1000000);
+        char since[32], peer[sizeof(i->peer)];
+        struct tm tm;
+        int r;
+
+        strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+        /* "pid=1 uid=0 gid=0" becomes one token: "pid=1,uid=0,gid=0" */
+        snprintf(peer, sizeof(peer), "%s", i->peer);
+        for (char *p = peer; *p; p++)
+                if (*p == ' ')
+                        *p = ',';
+        r = buffer_printf(out,
+                          "id=%" PRIu64 " transport=%s peer=%s since=%s role=%s "
+                          "commands=%" PRIu64 " queued=%zu topics=",
+                          i->id, transport_to_string(i->transport), peer, since,
+                          role_to_string(atomic_load(&i->role)),
+                          (uint64_t)atomic_load(&i->n_commands), queue_bytes(&i->queue));
+        if (r >= 0)
+                r = events_append_topics(i, out);
+        if (r >= 0)
+                r = buffer_append(out, "\n", 1);
+        return r;
+}
+
 static int cmd_clients(Client *c, const ProtoRequest *req)
 {
-        Server *s = c->server;
-        int r = 0;
-
         buffer_clear(&c->scratch);
-        pthread_mutex_lock(&s->lock);
-        for (Client *i = s->clients; i && r >= 0; i = i->next) {
-                time_t t = (time_t)(i->since_usec / 1000000);
-                char since[32], peer[sizeof(i->peer)];
-                struct tm tm;
-
-                strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
-                /* "pid=1 uid=0 gid=0" becomes one token: "pid=1,uid=0,gid=0" */
-                snprintf(peer, sizeof(peer), "%s", i->peer);
-                for (char *p = peer; *p; p++)
-                        if (*p == ' ')
-                                *p = ',';
-                r = buffer_printf(&c->scratch,
-                                  "id=%" PRIu64 " transport=%s peer=%s since=%s role=%s "
-                                  "commands=%" PRIu64 " queued=%zu topics=",
-                                  i->id, transport_to_string(i->transport), peer, since,
-                                  role_to_string(atomic_load(&i->role)),
-                                  (uint64_t)atomic_load(&i->n_commands), queue_bytes(&i->queue));
-                if (r >= 0)
-                        r = events_append_topics(i, &c->scratch);
-                if (r >= 0)
-                        r = buffer_append(&c->scratch, "\n", 1);
-        }
-        pthread_mutex_unlock(&s->lock);
-        return reply_scratch(c, r);
+        return reply_scratch(c, registry_foreach(&c->server->registry, append_client_line,
+                                                 &c->scratch));
 }
 
 /* Print a client-supplied name safely in a one-line message. */
@@ -326,7 +326,7 @@ static int cmd_reload(Client *c, const ProtoRequest *req)
         buffer_done(&errors);
         buffer_clear(&c->scratch);
         {
-                Config *config = server_config(c->server);
+                Config *config = registry_config(&c->server->registry, NULL);
 
                 r = buffer_printf(&c->scratch, "reloaded: %zu command(s), %zu token(s)\n",
                                   config->n_commands, config->n_tokens);

@@ -96,6 +96,16 @@ static int counter(Buffer *b, const char *name, const char *help, uint64_t v)
         return r < 0 ? r : buffer_printf(b, "%s %" PRIu64 "\n", name, v);
 }
 
+/* Clients by transport and role, under the registry lock (registry_foreach). */
+static int count_client(Client *c, void *userdata)
+{
+        unsigned(*by)[3] = userdata;
+        Role role = atomic_load(&c->role);
+
+        by[c->transport == TRANSPORT_TCP][role <= ROLE_ADMIN ? role : ROLE_ADMIN]++;
+        return 0;
+}
+
 int metrics_format(Server *s, Buffer *b)
 {
         static const char *const transports[] = {"unix", "tcp"};
@@ -104,6 +114,7 @@ int metrics_format(Server *s, Buffer *b)
         Stats *st = &s->stats;
         ClientCounters cnt;
         unsigned max_clients;
+        Config *config;
         struct {
                 char name[64];
                 uint64_t ok, failed, bucket[N_BUCKETS], sum_usec;
@@ -111,14 +122,11 @@ int metrics_format(Server *s, Buffer *b)
         size_t n;
         int r;
 
-        server_counters(s, &cnt);
-        pthread_mutex_lock(&s->lock);
-        for (Client *i = s->clients; i; i = i->next) {
-                Role role = atomic_load(&i->role);
-                by[i->transport == TRANSPORT_TCP][role <= ROLE_ADMIN ? role : ROLE_ADMIN]++;
-        }
-        max_clients = s->config->max_clients;
-        pthread_mutex_unlock(&s->lock);
+        registry_counters(&s->registry, &cnt);
+        (void)registry_foreach(&s->registry, count_client, by);
+        config = registry_config(&s->registry, NULL);
+        max_clients = config->max_clients;
+        config_unref(config);
 
         /* A snapshot, slot by slot (each counter read once). */
         n = atomic_load_explicit(&n_table, memory_order_acquire);

@@ -1,6 +1,8 @@
 /*
  * server.c - the main thread: listeners, the select() accept loop, the
- * client registry and the drain at shutdown. See server.h for locking.
+ * admission of new clients into the registry, reload, the tick (health,
+ * watchdog, status, idle exit) and the drain at shutdown. See server.h for
+ * what other threads may touch.
  *
  * select() only ever sees the listening fds and the wake-up eventfd (all
  * checked to be below FD_SETSIZE at start); client fds belong to their
@@ -23,6 +25,7 @@
 
 #include "listener.h"
 #include "log.h"
+#include "notify.h"
 #include "server.h"
 
 /* Thread stacks: small, since a client costs one or two threads. Sanitizers need
@@ -63,11 +66,15 @@ static void on_wake(int sig)
 
 int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
 {
-        pthread_condattr_t ca;
         int r;
 
-        *s = (Server){.config = config, .overrides = *overrides, .wake_fd = -1};
+        *s = (Server){.overrides = *overrides, .wake_fd = -1};
         s->start_usec = now_usec(CLOCK_MONOTONIC);
+        r = registry_init(&s->registry, config);
+        if (r < 0) {
+                config_unref(config);
+                return r;
+        }
 
         s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (s->wake_fd < 0)
@@ -75,9 +82,7 @@ int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
         if (s->wake_fd >= FD_SETSIZE)
                 return -EMFILE;
 
-        r = pthread_mutex_init(&s->lock, NULL);
-        if (!r)
-                r = pthread_mutex_init(&s->reload_lock, NULL);
+        r = pthread_mutex_init(&s->reload_lock, NULL);
         if (!r)
                 r = pthread_mutex_init(&s->auth_lock, NULL);
         if (!r)
@@ -87,19 +92,10 @@ int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
         r = events_init(&s->events);
         if (r < 0)
                 return r;
-        r = peers_init(&s->peers);
-        if (r < 0)
-                return r;
         /* At most 20 journal entries about failed auth in 10 s, with a count
          * of what was left out; and 50 about other refused requests. */
         s->auth_log_rl = RATELIMIT_INIT(10 * 1000000, 20);
         s->refusal_rl = RATELIMIT_INIT(10 * 1000000, 50);
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        r = pthread_cond_init(&s->drained, &ca);
-        pthread_condattr_destroy(&ca);
-        if (r)
-                return -r;
 
         r = pthread_attr_init(&s->thread_attr);
         if (r)
@@ -112,54 +108,26 @@ int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
 
 void server_done(Server *s)
 {
-        unsigned left;
-
         /* The signal handler must never see a closed (or reused) fd. */
         signal_wake_fd = -1;
         s->wake_fd = safe_close(s->wake_fd);
         for (size_t i = 0; i < s->n_listeners; i++)
                 listener_close(&s->listeners[i]);
 
-        pthread_mutex_lock(&s->lock);
-        left = s->n_clients;
-        pthread_mutex_unlock(&s->lock);
         /* Threads that outlived the drain timeout may still use the rest
          * (`stats` reads the listener names): leave it to the process exit,
          * which is next, and they die with it. */
-        if (left > 0)
+        if (registry_n_clients(&s->registry) > 0)
                 return;
         free(s->listeners);
         s->listeners = NULL;
         s->n_listeners = 0;
-        config_unref(s->config);
-        s->config = NULL;
         events_done(&s->events);
-        peers_done(&s->peers);
+        registry_done(&s->registry);
         pthread_attr_destroy(&s->thread_attr);
-        pthread_cond_destroy(&s->drained);
         pthread_mutex_destroy(&s->refusal_lock);
         pthread_mutex_destroy(&s->auth_lock);
         pthread_mutex_destroy(&s->reload_lock);
-        pthread_mutex_destroy(&s->lock);
-}
-
-void server_counters(Server *s, ClientCounters *ret)
-{
-        pthread_mutex_lock(&s->lock);
-        *ret = s->retired;
-        for (Client *c = s->clients; c; c = c->next)
-                client_counters(c, ret);
-        pthread_mutex_unlock(&s->lock);
-}
-
-Config *server_config(Server *s)
-{
-        Config *c;
-
-        pthread_mutex_lock(&s->lock);
-        c = config_ref(s->config);
-        pthread_mutex_unlock(&s->lock);
-        return c;
 }
 
 static int server_add_listener(Server *s, Listener *l)
@@ -297,105 +265,15 @@ static void refuse(Server *s, Client *c, atomic_uint_fast64_t *counter, const ch
         client_unref(c); /* closes the fd */
 }
 
-static void registry_remove_locked(Server *s, Client *c)
-{
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                s->clients = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
-        c->prev = c->next = NULL;
-        s->n_clients--;
-        peers_remove(&s->peers, &c->peer_key);
-        client_counters(c, &s->retired); /* its last writer has ended */
-        pthread_cond_broadcast(&s->drained);
-}
-
-void server_client_thread_done(Server *s, Client *c)
-{
-        bool gone;
-
-        pthread_mutex_lock(&s->lock);
-        if (c->reader_running && pthread_equal(c->reader, pthread_self()))
-                c->reader_running = false;
-        gone = --c->n_threads == 0;
-        pthread_mutex_unlock(&s->lock);
-        if (!gone)
-                return;
-
-        /* One entry per connection, carrying every command it ran as an
-         * IPCD_COMMAND= field: `journalctl -u ipcd IPCD_COMMAND=ping` finds it
-         * without a journal entry per request. */
-        if (atomic_load_explicit(&log_max_level, memory_order_relaxed) >= LOG_INFO) {
-                char list[256] = "";
-                size_t o = 0;
-
-                for (unsigned i = 0; i < c->n_commands_used && o < sizeof(list); i++)
-                        o += snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : " (",
-                                      c->commands_used[i]);
-                if (o > 0 && o < sizeof(list) - 1)
-                        strcat(list, ")");
-                if (c->n_refusals_suppressed > 0)
-                        snprintf(list + strlen(list), sizeof(list) - strlen(list),
-                                 "; %" PRIu64 " more refused request(s) not logged",
-                                 c->n_refusals_suppressed);
-                log_full(LOG_INFO, 0, c, (const char *const *)c->commands_used, c->n_commands_used,
-                         NULL, UINT64_MAX, "disconnected after %" PRIu64 " command(s)%s",
-                         (uint64_t)atomic_load(&c->n_commands), list);
-        }
-        /* Only now: the drain waits for the registry to empty, and must not
-         * exit before this entry is written. */
-        pthread_mutex_lock(&s->lock);
-        registry_remove_locked(s, c);
-        pthread_mutex_unlock(&s->lock);
-}
-
-/*
- * Admission, under the registry lock: MaxClients=, then the admin reserve
- * above it (admin peers only), then the caps per uid (Unix peers that are
- * not admin) and per address (TCP peers). NULL if admitted, else why not.
- */
-static atomic_uint_fast64_t *admit_locked(Server *s, Client *c, const Config *config, char *why,
-                                          size_t size)
-{
-        bool admin = atomic_load(&c->role) == ROLE_ADMIN;
-        unsigned n;
-
-        if (s->n_clients >= config->max_clients + (admin ? config->admin_reserve : 0)) {
-                snprintf(why, size, "too many clients (MaxClients=%u%s)", config->max_clients,
-                         admin && config->admin_reserve ? " and the admin reserve" : "");
-                return &s->stats.refused_max_clients;
-        }
-        c->admin_slot = s->n_clients >= config->max_clients;
-        if (c->peer_key.kind == PEER_UID && !admin) {
-                n = peers_count(&s->peers, &c->peer_key);
-                if (n >= config_max_per_uid(config)) {
-                        snprintf(why, size, "too many clients for uid %u (MaxClientsPerUID=%u)",
-                                 (unsigned)c->cred.uid, config_max_per_uid(config));
-                        return &s->stats.refused_per_uid;
-                }
-        } else if (c->peer_key.kind == PEER_ADDRESS) {
-                n = peers_count(&s->peers, &c->peer_key);
-                if (n >= config_max_per_address(config)) {
-                        snprintf(why, size, "too many clients from this address "
-                                            "(MaxClientsPerAddress=%u)",
-                                 config_max_per_address(config));
-                        return &s->stats.refused_per_address;
-                }
-        }
-        if (peers_add(&s->peers, &c->peer_key) < 0) {
-                snprintf(why, size, "out of memory");
-                return &s->stats.refused_max_clients;
-        }
-        return NULL;
-}
-
 static void server_add_client(Server *s, Listener *l, int fd, const Address *a)
 {
-        atomic_uint_fast64_t *refused;
-        sigset_t all, old;
-        Config *config;
+        atomic_uint_fast64_t *const counters[] = {
+                [REFUSAL_MAX_CLIENTS] = &s->stats.refused_max_clients,
+                [REFUSAL_PER_UID] = &s->stats.refused_per_uid,
+                [REFUSAL_PER_ADDRESS] = &s->stats.refused_per_address,
+                [REFUSAL_THREADS] = &s->stats.refused_threads,
+        };
+        Refusal refused;
         char why[128];
         Client *c = NULL;
         int r;
@@ -410,41 +288,12 @@ static void server_add_client(Server *s, Listener *l, int fd, const Address *a)
         else if (c->transport == TRANSPORT_TCP)
                 c->peer_key = peer_key_address(&a->sa);
 
-        config = c->config;
-        pthread_mutex_lock(&s->lock);
-        refused = admit_locked(s, c, config, why, sizeof(why));
-        if (!refused) {
-                c->id = ++s->next_id;
-                c->next = s->clients;
-                if (s->clients)
-                        s->clients->prev = c;
-                s->clients = c;
-                s->n_clients++;
-                c->n_threads = 1; /* the reader; it starts the sender when needed */
-                c->reader_running = true;
-                /* Client threads never take signals (the main loop does),
-                 * but for the reader's wake-up signal, which it unblocks. */
-                sigfillset(&all);
-                pthread_sigmask(SIG_SETMASK, &all, &old);
-                r = pthread_create(&c->reader, &s->thread_attr, client_reader_thread,
-                                   client_ref(c));
-                pthread_sigmask(SIG_SETMASK, &old, NULL);
-                if (r) {
-                        c->n_threads = 0;
-                        c->reader_running = false;
-                        registry_remove_locked(s, c);
-                }
-        }
-        pthread_mutex_unlock(&s->lock);
-
-        if (refused) {
-                refuse(s, c, refused, "%s", why);
-                return;
-        }
-        if (r) {
-                client_unref(c); /* the reader's reference */
-                log_warning_errno(r, "Failed to start a reader thread, refusing a client: %m");
-                refuse(s, c, &s->stats.refused_threads, "server out of threads");
+        refused = registry_add(&s->registry, c, c->config, &s->thread_attr, client_reader_thread,
+                               why, sizeof(why));
+        if (refused != REFUSAL_NONE) {
+                if (refused == REFUSAL_THREADS)
+                        log_warning("Failed to start a reader thread, refusing a client");
+                refuse(s, c, counters[refused], "%s", why);
                 return;
         }
         atomic_fetch_add_explicit(&s->stats.clients_total, 1, memory_order_relaxed);
@@ -495,53 +344,23 @@ static void server_accept(Server *s, Listener *l, uint64_t *paused_until)
 /* How often the drain re-kicks readers that have not noticed the stop yet. */
 #define DRAIN_KICK_USEC (20 * 1000)
 
-static struct timespec timespec_at(uint64_t usec)
-{
-        return (struct timespec){.tv_sec = usec / 1000000, .tv_nsec = (usec % 1000000) * 1000};
-}
-
 static int server_drain(Server *s)
 {
-        Config *config = server_config(s);
-        struct timespec ts;
-        uint64_t until, now;
+        Config *config = registry_config(&s->registry, NULL);
         unsigned n, left;
 
-        (void)sd_notify(false, "STOPPING=1\nSTATUS=Stopping");
+        notify_stopping();
         for (size_t i = 0; i < s->n_listeners; i++)
                 listener_close(&s->listeners[i]);
 
-        until = now_usec(CLOCK_MONOTONIC) + (uint64_t)config->drain_timeout_sec * 1000000;
-
-        pthread_mutex_lock(&s->lock);
-        s->stopping = true;
-        n = s->n_clients;
-        for (Client *c = s->clients; c; c = c->next)
-                client_stop_reading_locked(c);
-        pthread_mutex_unlock(&s->lock);
+        n = registry_stop_reading(&s->registry);
         log_info("Stopping: answering what %u client(s) already sent", n);
-
         /* Each reader answers what it had received, then lingers until its
-         * answers are taken. A kick can come just before a reader blocks in
-         * read(): kick again those that have not seen it. */
-        pthread_mutex_lock(&s->lock);
-        while (s->n_clients > 0 && (now = now_usec(CLOCK_MONOTONIC)) < until) {
-                ts = timespec_at(MIN(until, now + DRAIN_KICK_USEC));
-                if (pthread_cond_timedwait(&s->drained, &s->lock, &ts) == ETIMEDOUT)
-                        for (Client *c = s->clients; c; c = c->next)
-                                if (!atomic_load(&c->stop_seen))
-                                        client_kick_locked(c);
-        }
-        left = s->n_clients;
-        if (left > 0) {
-                for (Client *c = s->clients; c; c = c->next)
-                        client_abort(c);
-                ts = timespec_at(now_usec(CLOCK_MONOTONIC) + 1000000);
-                while (s->n_clients > 0)
-                        if (pthread_cond_timedwait(&s->drained, &s->lock, &ts) == ETIMEDOUT)
-                                break;
-        }
-        pthread_mutex_unlock(&s->lock);
+         * answers are taken. */
+        left = registry_drain(&s->registry,
+                              now_usec(CLOCK_MONOTONIC) +
+                                  (uint64_t)config->drain_timeout_sec * 1000000,
+                              DRAIN_KICK_USEC);
         if (left > 0)
                 log_warning("DrainTimeoutSec=%u passed, closed %u client(s) that did not "
                             "take their answers",
@@ -553,12 +372,11 @@ static int server_drain(Server *s)
 
 int server_reload(Server *s, Buffer *errors)
 {
-        Config *n = NULL, *old;
+        Config *n = NULL;
         int r;
 
         pthread_mutex_lock(&s->reload_lock);
-        (void)sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64 "\nSTATUS=Reloading",
-                         now_usec(CLOCK_MONOTONIC));
+        notify_reloading();
         r = config_load(&s->overrides, &n, errors);
         if (r < 0) {
                 char *line = errors->data, *end = errors->data + errors->len, *nl;
@@ -571,23 +389,16 @@ int server_reload(Server *s, Buffer *errors)
                 }
                 if (r != -EINVAL)
                         log_error_errno(r, "Failed to reload the configuration: %m");
-                (void)sd_notify(false, "READY=1\nSTATUS=Reload failed, running configuration "
-                                       "kept; see the journal");
+                notify_reloaded(false);
                 pthread_mutex_unlock(&s->reload_lock);
                 return r;
         }
 
-        pthread_mutex_lock(&s->lock);
-        old = s->config;
-        s->config = n;
-        atomic_fetch_add_explicit(&s->config_generation, 1, memory_order_release);
-        pthread_mutex_unlock(&s->lock);
-        config_unref(old);
         atomic_store(&log_max_level, n->log_level);
-
         log_info("Reloaded the configuration: %zu command(s), %zu token(s)", n->n_commands,
                  n->n_tokens);
-        (void)sd_notify(false, "READY=1\nSTATUS=Configuration reloaded");
+        registry_set_config(&s->registry, n); /* n's reference goes with it */
+        notify_reloaded(true);
         pthread_mutex_unlock(&s->reload_lock);
         return 0;
 }
@@ -598,48 +409,25 @@ int server_reload(Server *s, Buffer *errors)
  * the pings stop and systemd's watchdog restarts us. Returns true when the
  * daemon should exit for being idle.
  */
-static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since, uint64_t *last_status)
+static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since)
 {
         static RateLimit wedged_rl = RATELIMIT_INIT(10 * 1000000, 1);
         uint64_t now = now_usec(CLOCK_MONOTONIC);
-        uint64_t until = now_usec(CLOCK_REALTIME) + 2 * 1000000;
-        struct timespec deadline = {.tv_sec = until / 1000000, .tv_nsec = (until % 1000000) * 1000};
-        unsigned n_clients, exit_idle_sec;
-        uint64_t commands;
+        unsigned exit_idle_sec;
+        ClientCounters k;
+        int n_clients;
 
-        if (pthread_mutex_timedlock(&s->lock, &deadline) != 0) {
+        n_clients = registry_check(&s->registry, now, &exit_idle_sec);
+        if (n_clients < 0) {
                 if (ratelimit_below(&wedged_rl))
                         log_error("The client registry lock is wedged; withholding watchdog "
                                   "pings");
                 return false;
         }
-        n_clients = s->n_clients;
-        exit_idle_sec = s->config->exit_idle_sec;
-        /* Dropped clients whose sender could not finish in time (it is
-         * stuck writing to a peer that does not read): cut them off. */
-        for (Client *c = s->clients; c; c = c->next) {
-                uint64_t d = atomic_load_explicit(&c->drop_deadline, memory_order_relaxed);
-                if (d != 0 && now >= d) {
-                        atomic_store(&c->drop_deadline, 0);
-                        client_abort(c);
-                }
-        }
-        pthread_mutex_unlock(&s->lock);
-
         if (watchdog)
-                (void)sd_notify(false, "WATCHDOG=1");
-
-        {
-                ClientCounters k;
-
-                server_counters(s, &k);
-                commands = k.commands_ok + k.commands_failed;
-        }
-        if (commands + n_clients * 1000003ULL != *last_status) {
-                *last_status = commands + n_clients * 1000003ULL;
-                (void)sd_notifyf(false, "STATUS=%u client(s), %" PRIu64 " command(s) served",
-                                 n_clients, commands);
-        }
+                notify_watchdog();
+        registry_counters(&s->registry, &k);
+        notify_serving(n_clients, k.commands_ok + k.commands_failed);
 
         if (!s->socket_activated || exit_idle_sec == 0 || n_clients > 0) {
                 *idle_since = 0;
@@ -655,7 +443,7 @@ int server_run(Server *s)
         /* No SA_RESTART: a reader's read() returns EINTR (client_kick). */
         struct sigaction sa = {.sa_handler = on_signal}, wake_sa = {.sa_handler = on_wake};
         uint64_t paused_until = 0, next_tick, tick_usec = 1000000, watchdog_usec = 0;
-        uint64_t idle_since = 0, last_status = UINT64_MAX;
+        uint64_t idle_since = 0;
         bool watchdog, idle_exit = false;
         int r;
 
@@ -665,13 +453,13 @@ int server_run(Server *s)
             sigaction(SIGHUP, &sa, NULL) < 0 || sigaction(CLIENT_WAKE_SIGNAL, &wake_sa, NULL) < 0)
                 return log_error_errno(errno, "Failed to install signal handlers: %m");
 
-        watchdog = sd_watchdog_enabled(false, &watchdog_usec) > 0;
+        watchdog = notify_watchdog_enabled(&watchdog_usec);
         if (watchdog)
                 tick_usec = MIN(tick_usec, watchdog_usec / 4);
 
         for (size_t i = 0; i < s->n_listeners; i++)
                 log_info("Listening on %s", s->listeners[i].name);
-        (void)sd_notifyf(false, "READY=1\nSTATUS=Serving on %zu socket(s)", s->n_listeners);
+        notify_ready(s->n_listeners);
         next_tick = now_usec(CLOCK_MONOTONIC);
 
         while (!got_terminate) {
@@ -682,7 +470,7 @@ int server_run(Server *s)
                 int maxfd = s->wake_fd;
 
                 if (now >= next_tick) {
-                        if (server_tick(s, watchdog, &idle_since, &last_status)) {
+                        if (server_tick(s, watchdog, &idle_since)) {
                                 idle_exit = true;
                                 break;
                         }
@@ -729,7 +517,7 @@ int server_run(Server *s)
         }
 
         if (idle_exit) {
-                Config *config = server_config(s);
+                Config *config = registry_config(&s->registry, NULL);
 
                 log_info("No clients for ExitIdleSec=%u, exiting; systemd starts ipcd again on "
                          "the next connection",

@@ -1,23 +1,21 @@
 /*
- * server.h - the daemon: listeners, the select() accept loop, the client
- * registry, statistics and shutdown.
+ * server.h - the daemon: its listeners, the select() accept loop on the main
+ * thread, reload, and shutdown. The main thread owns the Server, from
+ * server_init() to server_done(); client threads reach it through their
+ * Client's `server` pointer (it outlives them).
  *
- * The main thread owns the Server. Its locks, and what each guards:
- *
- *   lock (the registry lock): the client list, n_clients, next_id, retired, the
- *     per-peer counts (`peers`), each client's n_threads, reader and
- *     reader_running, `config` (the pointer; read it with server_config())
- *     and `stopping`. Held only for memory work: no socket call, no
- *     logging, no allocation that can be avoided. The events lock and a
- *     Queue's lock may be taken inside it, never the other way round.
- *   events.lock: the topic index (events.h).
- *   reload_lock: one reload at a time; taken before `lock`, never inside it.
- *   auth_lock: the failed-auth bookkeeping per source (commands.c).
- *   refusal_lock: the server-wide limit on refusal log entries.
- *
- * Everything else is set before the first client thread starts and
- * immutable after (listeners, overrides, socket_activated), or atomic
- * (statistics, config_generation, n_running).
+ * What may be touched from other threads, and how:
+ *   registry: the clients and the configuration, under its own lock
+ *     (registry.h; the registry lock);
+ *   events: the topic index, under its own lock (events.h);
+ *   reload_lock: one reload at a time (SIGHUP on the main thread, `reload`
+ *     on an admin's reader); taken before the registry lock, never inside;
+ *   auth_lock: auth_sources and auth_log_rl (commands.c);
+ *   refusal_lock: refusal_rl, the server-wide limit on refusal entries;
+ *   stats and n_running: atomics;
+ *   listeners, overrides, socket_activated, start_usec, thread_attr: set
+ *     before the first client thread starts, immutable after (the
+ *     listeners' fds are closed by the drain, their names stay).
  */
 #pragma once
 
@@ -33,6 +31,7 @@
 #include "events.h"
 #include "log.h"
 #include "peers.h"
+#include "registry.h"
 
 typedef struct Listener {
         int fd; /* owned */
@@ -67,8 +66,7 @@ typedef struct AuthSource {
 } AuthSource;
 
 typedef struct Server {
-        Config *config;                         /* current; swapped under `lock` (server_reload) */
-        atomic_uint_fast64_t config_generation; /* bumped after each swap */
+        Registry registry;                      /* the clients and the configuration */
         pthread_mutex_t reload_lock;            /* one reload at a time (SIGHUP, `reload`) */
         atomic_uint n_running;                  /* configured commands running now (MaxRunning=) */
         pthread_mutex_t auth_lock;              /* guards auth_sources and auth_log_rl */
@@ -81,19 +79,10 @@ typedef struct Server {
         Listener *listeners;
         size_t n_listeners;
         bool socket_activated;
-        int wake_fd;                /* eventfd: signals and threads wake the main loop */
+        int wake_fd;                /* eventfd: signals wake the main loop */
         uint64_t start_usec;        /* CLOCK_MONOTONIC */
         pthread_attr_t thread_attr; /* small stacks, detached */
         Stats stats;
-
-        pthread_mutex_t lock;
-        pthread_cond_t drained; /* signalled when a client leaves the registry */
-        Client *clients;
-        unsigned n_clients;
-        PeerTable peers;
-        ClientCounters retired; /* the counters of clients that have gone */
-        uint64_t next_id;
-        bool stopping;
 } Server;
 
 /* Takes over the reference to `config`. */
@@ -113,12 +102,3 @@ int server_run(Server *s);
  * Any thread may call it.
  */
 int server_reload(Server *s, Buffer *errors);
-
-/* A client's thread has ended; the last one takes it out of the registry. */
-void server_client_thread_done(Server *s, Client *c);
-
-/* The per-request counters of every client, gone ones too. Any thread. */
-void server_counters(Server *s, ClientCounters *ret);
-
-/* The current configuration, referenced (config_unref() it). Any thread. */
-Config *server_config(Server *s);

@@ -1,0 +1,292 @@
+/*
+ * registry.c - the list of connected clients, their admission, their
+ * threads' comings and goings, and the current configuration. The lock
+ * contract is in registry.h; everything here takes the lock itself.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "log.h"
+#include "registry.h"
+
+static struct timespec timespec_from_usec(uint64_t usec)
+{
+        return (struct timespec){.tv_sec = usec / 1000000, .tv_nsec = (usec % 1000000) * 1000};
+}
+
+int registry_init(Registry *r, Config *config)
+{
+        pthread_condattr_t ca;
+        int k;
+
+        *r = (Registry){.config = config};
+        k = pthread_mutex_init(&r->lock, NULL);
+        if (k)
+                return -k;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        k = pthread_cond_init(&r->drained, &ca);
+        pthread_condattr_destroy(&ca);
+        if (k)
+                return -k;
+        return peers_init(&r->peers);
+}
+
+void registry_done(Registry *r)
+{
+        config_unref(r->config);
+        r->config = NULL;
+        peers_done(&r->peers);
+        pthread_cond_destroy(&r->drained);
+        pthread_mutex_destroy(&r->lock);
+}
+
+unsigned registry_n_clients(Registry *r)
+{
+        unsigned n;
+
+        pthread_mutex_lock(&r->lock);
+        n = r->n_clients;
+        pthread_mutex_unlock(&r->lock);
+        return n;
+}
+
+Config *registry_config(Registry *r, uint64_t *generation)
+{
+        Config *c;
+
+        pthread_mutex_lock(&r->lock);
+        c = config_ref(r->config);
+        if (generation)
+                *generation = atomic_load_explicit(&r->config_generation, memory_order_relaxed);
+        pthread_mutex_unlock(&r->lock);
+        return c;
+}
+
+bool registry_config_changed(Registry *r, uint64_t generation)
+{
+        return atomic_load_explicit(&r->config_generation, memory_order_acquire) != generation;
+}
+
+void registry_set_config(Registry *r, Config *config)
+{
+        Config *old;
+
+        pthread_mutex_lock(&r->lock);
+        old = r->config;
+        r->config = config;
+        atomic_fetch_add_explicit(&r->config_generation, 1, memory_order_release);
+        pthread_mutex_unlock(&r->lock);
+        config_unref(old);
+}
+
+/* MaxClients=, then the admin reserve above it (admin peers only), then the
+ * caps per uid (Unix peers that are not admin) and per address (TCP). */
+static Refusal admit_locked(Registry *r, Client *c, const Config *config, char *why, size_t size)
+{
+        bool admin = atomic_load(&c->role) == ROLE_ADMIN;
+
+        if (r->n_clients >= config->max_clients + (admin ? config->admin_reserve : 0)) {
+                snprintf(why, size, "too many clients (MaxClients=%u%s)", config->max_clients,
+                         admin && config->admin_reserve ? " and the admin reserve" : "");
+                return REFUSAL_MAX_CLIENTS;
+        }
+        c->admin_slot = r->n_clients >= config->max_clients;
+        if (c->peer_key.kind == PEER_UID && !admin) {
+                if (peers_count(&r->peers, &c->peer_key) >= config_max_per_uid(config)) {
+                        snprintf(why, size, "too many clients for uid %u (MaxClientsPerUID=%u)",
+                                 (unsigned)c->cred.uid, config_max_per_uid(config));
+                        return REFUSAL_PER_UID;
+                }
+        } else if (c->peer_key.kind == PEER_ADDRESS) {
+                if (peers_count(&r->peers, &c->peer_key) >= config_max_per_address(config)) {
+                        snprintf(why, size,
+                                 "too many clients from this address (MaxClientsPerAddress=%u)",
+                                 config_max_per_address(config));
+                        return REFUSAL_PER_ADDRESS;
+                }
+        }
+        if (peers_add(&r->peers, &c->peer_key) < 0) {
+                snprintf(why, size, "out of memory");
+                return REFUSAL_MAX_CLIENTS;
+        }
+        return REFUSAL_NONE;
+}
+
+static void remove_locked(Registry *r, Client *c)
+{
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                r->clients = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        c->prev = c->next = NULL;
+        r->n_clients--;
+        peers_remove(&r->peers, &c->peer_key);
+        client_counters(c, &r->retired); /* its last writer has ended */
+        pthread_cond_broadcast(&r->drained);
+}
+
+Refusal registry_add(Registry *r, Client *c, const Config *config, const pthread_attr_t *attr,
+                     void *(*reader)(void *), char *why, size_t size)
+{
+        sigset_t all, old;
+        Refusal refused;
+        int k;
+
+        pthread_mutex_lock(&r->lock);
+        refused = admit_locked(r, c, config, why, size);
+        if (refused != REFUSAL_NONE)
+                goto out;
+        c->id = ++r->next_id;
+        c->next = r->clients;
+        if (r->clients)
+                r->clients->prev = c;
+        r->clients = c;
+        r->n_clients++;
+        c->n_threads = 1; /* the reader; it starts the sender when needed */
+        c->reader_running = true;
+        /* Client threads never take signals (the main loop does), but for
+         * the reader's wake-up signal, which it unblocks. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        k = pthread_create(&c->reader, attr, reader, client_ref(c));
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (k) {
+                client_unref(c); /* the reader's reference */
+                c->n_threads = 0;
+                c->reader_running = false;
+                remove_locked(r, c);
+                snprintf(why, size, "server out of threads");
+                refused = REFUSAL_THREADS;
+        }
+out:
+        pthread_mutex_unlock(&r->lock);
+        return refused;
+}
+
+void registry_thread_started(Registry *r, Client *c)
+{
+        pthread_mutex_lock(&r->lock);
+        c->n_threads++;
+        pthread_mutex_unlock(&r->lock);
+}
+
+void registry_thread_not_started(Registry *r, Client *c)
+{
+        pthread_mutex_lock(&r->lock);
+        c->n_threads--; /* never the last: the caller is one of its threads */
+        pthread_mutex_unlock(&r->lock);
+}
+
+bool registry_thread_ended(Registry *r, Client *c)
+{
+        bool last;
+
+        pthread_mutex_lock(&r->lock);
+        if (c->reader_running && pthread_equal(c->reader, pthread_self()))
+                c->reader_running = false;
+        last = --c->n_threads == 0;
+        pthread_mutex_unlock(&r->lock);
+        return last;
+}
+
+void registry_remove(Registry *r, Client *c)
+{
+        pthread_mutex_lock(&r->lock);
+        remove_locked(r, c);
+        pthread_mutex_unlock(&r->lock);
+}
+
+void registry_kick(Registry *r, Client *c)
+{
+        pthread_mutex_lock(&r->lock);
+        client_kick_locked(c);
+        pthread_mutex_unlock(&r->lock);
+}
+
+void registry_counters(Registry *r, ClientCounters *ret)
+{
+        pthread_mutex_lock(&r->lock);
+        *ret = r->retired;
+        for (Client *c = r->clients; c; c = c->next)
+                client_counters(c, ret);
+        pthread_mutex_unlock(&r->lock);
+}
+
+int registry_foreach(Registry *r, int (*fn)(Client *c, void *userdata), void *userdata)
+{
+        int k = 0;
+
+        pthread_mutex_lock(&r->lock);
+        for (Client *c = r->clients; c && k >= 0; c = c->next)
+                k = fn(c, userdata);
+        pthread_mutex_unlock(&r->lock);
+        return k;
+}
+
+unsigned registry_stop_reading(Registry *r)
+{
+        unsigned n;
+
+        pthread_mutex_lock(&r->lock);
+        n = r->n_clients;
+        for (Client *c = r->clients; c; c = c->next)
+                client_stop_reading_locked(c);
+        pthread_mutex_unlock(&r->lock);
+        return n;
+}
+
+unsigned registry_drain(Registry *r, uint64_t until, uint64_t kick_usec)
+{
+        struct timespec ts;
+        uint64_t now;
+        unsigned left;
+
+        /* A kick can come just before a reader blocks in read(): kick again
+         * those that have not seen it. */
+        pthread_mutex_lock(&r->lock);
+        while (r->n_clients > 0 && (now = now_usec(CLOCK_MONOTONIC)) < until) {
+                ts = timespec_from_usec(MIN(until, now + kick_usec));
+                if (pthread_cond_timedwait(&r->drained, &r->lock, &ts) == ETIMEDOUT)
+                        for (Client *c = r->clients; c; c = c->next)
+                                if (!atomic_load(&c->stop_seen))
+                                        client_kick_locked(c);
+        }
+        left = r->n_clients;
+        if (left > 0) {
+                for (Client *c = r->clients; c; c = c->next)
+                        client_abort(c);
+                ts = timespec_from_usec(now_usec(CLOCK_MONOTONIC) + 1000000);
+                while (r->n_clients > 0)
+                        if (pthread_cond_timedwait(&r->drained, &r->lock, &ts) == ETIMEDOUT)
+                                break;
+        }
+        pthread_mutex_unlock(&r->lock);
+        return left;
+}
+
+int registry_check(Registry *r, uint64_t now, unsigned *ret_exit_idle_sec)
+{
+        struct timespec deadline = timespec_from_usec(now_usec(CLOCK_REALTIME) + 2 * 1000000);
+        unsigned n;
+
+        if (pthread_mutex_timedlock(&r->lock, &deadline) != 0)
+                return -ETIMEDOUT;
+        n = r->n_clients;
+        *ret_exit_idle_sec = r->config->exit_idle_sec;
+        /* Dropped clients whose sender could not finish in time (it is stuck
+         * writing to a peer that does not read): cut them off. */
+        for (Client *c = r->clients; c; c = c->next) {
+                uint64_t d = atomic_load_explicit(&c->drop_deadline, memory_order_relaxed);
+                if (d != 0 && now >= d) {
+                        atomic_store(&c->drop_deadline, 0);
+                        client_abort(c);
+                }
+        }
+        pthread_mutex_unlock(&r->lock);
+        return (int)n;
+}
