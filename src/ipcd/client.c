@@ -27,11 +27,9 @@
 
 /* How much the reader asks read() for at least. */
 #define READ_CHUNK 16384
-/* Queue a batch early when it grows past this, so one read() of many
+/* Outbox a batch early when it grows past this, so one read() of many
  * large answers cannot overshoot the queue limit by much. */
 #define OUT_FLUSH_BYTES 65536
-/* iovecs per writev() in the sender (kept small: the stack is small). */
-#define SENDER_IOV 64
 /* After quit or too-long, how long and how much unread input we discard
  * before closing, so the close does not turn into a reset that could
  * destroy the answer in flight. */
@@ -50,16 +48,6 @@ const char *transport_to_string(Transport t)
 
 static int peer_groups(int fd, gid_t **ret, size_t *n);
 
-static void set_send_timeout(Client *c, unsigned sec)
-{
-        struct timeval tv = {.tv_sec = sec};
-
-        if (atomic_load_explicit(&c->send_timeout_sec, memory_order_relaxed) == sec)
-                return;
-        (void)setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        atomic_store_explicit(&c->send_timeout_sec, sec, memory_order_relaxed);
-}
-
 int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Transport transport,
                Client **ret)
 {
@@ -77,14 +65,14 @@ int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Tr
         c->since_usec = now_usec(CLOCK_REALTIME);
 
         c->config = registry_config(&s->registry, &c->config_generation);
-        r = queue_init(&c->queue, c->config->queue_limit_bytes);
+        r = outbox_init(&c->outbox, fd, c->config->queue_limit_bytes);
         if (r < 0) {
                 config_unref(c->config);
                 close(fd);
                 free(c);
                 return r;
         }
-        set_send_timeout(c, c->config->client_send_timeout_sec);
+        outbox_set_send_timeout(&c->outbox, c->config->client_send_timeout_sec);
 
         /* The listener's kind decides, not the peer address family. */
         c->transport = transport;
@@ -128,7 +116,7 @@ void client_unref(Client *c)
         if (atomic_fetch_sub_explicit(&c->n_ref, 1, memory_order_acq_rel) != 1)
                 return;
         safe_close(c->fd);
-        queue_done(&c->queue);
+        outbox_done(&c->outbox);
         buffer_done(&c->in);
         buffer_done(&c->out);
         buffer_done(&c->scratch);
@@ -147,7 +135,7 @@ void client_counters(Client *c, ClientCounters *add)
         add->commands_ok += atomic_load_explicit(&c->n_ok, memory_order_relaxed);
         add->commands_failed += atomic_load_explicit(&c->n_failed, memory_order_relaxed);
         add->bytes_in += atomic_load_explicit(&c->n_bytes_in, memory_order_relaxed);
-        add->bytes_out += atomic_load_explicit(&c->n_bytes_out, memory_order_relaxed);
+        add->bytes_out += outbox_bytes_out(&c->outbox);
 }
 
 bool client_in_groups(const Client *c, const gid_t *gids, size_t n)
@@ -188,10 +176,10 @@ void client_refresh_config(Client *c)
 
         /* New limits and AdminGroups= apply from the next request on; a role
          * won with auth stays for the life of the connection. */
-        queue_set_limit(&c->queue, c->config->queue_limit_bytes);
+        outbox_set_limit(&c->outbox, c->config->queue_limit_bytes);
         role = client_identity_role(c, c->config);
         atomic_store(&c->role, MAX(role, c->auth_role));
-        set_send_timeout(c, c->config->client_send_timeout_sec);
+        outbox_set_send_timeout(&c->outbox, c->config->client_send_timeout_sec);
 }
 
 /* The peer's supplementary groups, as the kernel recorded them at connect(). */
@@ -242,8 +230,8 @@ int client_drop_queue(Client *c, const char *code, const char *message)
 
         if (proto_append_frame(&b, PROTO_FRAME_ERR, code, message, strlen(message)) < 0) {
                 buffer_done(&b);
-                queue_kill(&c->queue);
-        } else if (queue_drop_and_close(&c->queue, b.data, b.len) < 0) /* b.data taken over */
+                outbox_kill(&c->outbox);
+        } else if (outbox_drop_and_close(&c->outbox, b.data, b.len) < 0) /* b.data taken over */
                 return -EPIPE;
         atomic_store(&c->dropped, true);
         atomic_store(&c->drop_deadline, now_usec(CLOCK_MONOTONIC) + CLIENT_DROP_GRACE_USEC);
@@ -252,7 +240,7 @@ int client_drop_queue(Client *c, const char *code, const char *message)
 
 void client_abort(Client *c)
 {
-        queue_kill(&c->queue);
+        outbox_kill(&c->outbox);
         (void)shutdown(c->fd, SHUT_RDWR);
 }
 
@@ -285,53 +273,6 @@ void client_log_refusal(Client *c, const char *command, const char *result, cons
                      : "");
 }
 
-/* Write n iovecs completely; returns the bytes written or -errno (-EAGAIN:
- * ClientSendTimeoutSec= passed without the socket taking a byte). */
-static ssize_t write_all(int fd, struct iovec *iov, int n)
-{
-        size_t total = 0;
-
-        while (n > 0) {
-                ssize_t k = writev(fd, iov, n);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                total += k;
-                while (n > 0 && (size_t)k >= iov->iov_len) {
-                        k -= iov->iov_len;
-                        iov++;
-                        n--;
-                }
-                if (n > 0) {
-                        iov->iov_base = (char *)iov->iov_base + k;
-                        iov->iov_len -= k;
-                }
-        }
-        return total;
-}
-
-/* Write what was taken from the queue; 0 or -errno of the failed write. */
-static int write_chunks(Client *c, Chunk *list)
-{
-        struct iovec iov[SENDER_IOV];
-
-        for (Chunk *ch = list; ch;) {
-                ssize_t k;
-                int n = 0;
-
-                for (; ch && n < SENDER_IOV; ch = ch->next)
-                        iov[n++] = (struct iovec){ch->data, ch->len};
-                k = write_all(c->fd, iov, n);
-                if (k < 0)
-                        return (int)k;
-                client_count_out(c, (uint64_t)k);
-                queue_sent(&c->queue, (size_t)k);
-        }
-        return 0;
-}
-
 /* A write failed for good: say why if it is worth saying, and break the connection. */
 static void write_failed(Client *c, int error)
 {
@@ -341,7 +282,7 @@ static void write_failed(Client *c, int error)
                 log_client(LOG_NOTICE, c,
                            "its socket took no data for ClientSendTimeoutSec=%u, closing "
                            "connection",
-                           atomic_load_explicit(&c->send_timeout_sec, memory_order_relaxed));
+                           outbox_send_timeout(&c->outbox));
         } else if (error != EPIPE && error != ECONNRESET)
                 log_client(LOG_DEBUG, c, "write failed: %s", strerror(error));
         client_abort(c); /* wakes the reader, drops what is queued */
@@ -349,19 +290,13 @@ static void write_failed(Client *c, int error)
 
 /*
  * Reader thread, when no sender thread can be started (out of threads):
- * write what waits in the queue itself, blocking for at most
+ * write what waits in the outbox itself, blocking for at most
  * ClientSendTimeoutSec= per write. Nothing already answered is lost.
  */
 static int reader_write_queued(Client *c)
 {
-        Chunk *list;
-        int r = 0;
+        int r = outbox_send_now(&c->outbox);
 
-        while (r == 0 && queue_bytes(&c->queue) > 0 && (list = queue_take_all_now(&c->queue))) {
-                r = write_chunks(c, list);
-                chunk_free_list(list);
-                queue_sender_done(&c->queue);
-        }
         if (r < 0) {
                 write_failed(c, -r);
                 return -EPIPE;
@@ -383,12 +318,10 @@ int client_flush(Client *c)
         data = c->out.data;
         len = c->out.len;
         c->out = BUFFER_INIT;
-        n = queue_write_or_push(&c->queue, c->fd, data, len);
+        n = outbox_write_or_push(&c->outbox, data, len);
         if (n >= 0 && (size_t)n < len && client_start_sender(c) < 0 && reader_write_queued(c) < 0)
                 return -EPIPE; /* what is left has to wait: the sender, or we, write it */
-        if (n > 0)
-                client_count_out(c, (uint64_t)n);
-        else if (n < 0 && n != -EPIPE) {
+        if (n < 0 && n != -EPIPE) {
                 if (n != -ECONNRESET)
                         log_client(LOG_DEBUG, c, "write failed: %s", strerror((int)-n));
                 client_abort(c);
@@ -486,7 +419,7 @@ static void reader_linger(Client *c, uint64_t deadline)
         size_t total = 0;
         char buf[4096];
 
-        while (total < LINGER_BYTES && !queue_is_dead(&c->queue)) {
+        while (total < LINGER_BYTES && !outbox_is_dead(&c->outbox)) {
                 uint64_t now = now_usec(CLOCK_MONOTONIC);
                 struct pollfd p = {.fd = c->fd, .events = POLLIN};
                 int outq = 1, r;
@@ -494,7 +427,7 @@ static void reader_linger(Client *c, uint64_t deadline)
 
                 if (now >= deadline)
                         break;
-                if (queue_is_drained(&c->queue) && ioctl(c->fd, SIOCOUTQ, &outq) == 0 &&
+                if (outbox_is_drained(&c->outbox) && ioctl(c->fd, SIOCOUTQ, &outq) == 0 &&
                     outq == 0) {
                         /* All taken. A peer that saw our EOF stops sending and
                          * closes: give it a moment, so that nothing unread
@@ -656,7 +589,7 @@ static void reader_batch(Client *c, size_t *scan, uint64_t now)
                 if (c->closing)
                         break;
                 if (c->out.len >= OUT_FLUSH_BYTES &&
-                    (client_flush(c) < 0 || queue_wait_space(&c->queue) < 0)) {
+                    (client_flush(c) < 0 || outbox_wait_space(&c->outbox, UINT64_MAX) < 0)) {
                         c->closing = true;
                         break;
                 }
@@ -722,7 +655,7 @@ void *client_reader_thread(void *userdata)
         while (end == READ_ON) {
                 ssize_t n;
 
-                if (queue_wait_space(&c->queue) < 0) {
+                if (outbox_wait_space(&c->outbox, UINT64_MAX) < 0) {
                         end = READ_EOF;
                         break;
                 }
@@ -740,16 +673,16 @@ void *client_reader_thread(void *userdata)
         }
 
         (void)client_flush(c);
-        queue_close(&c->queue);
+        outbox_close(&c->outbox);
         events_client_gone(c); /* no more events */
         buffer_done(&c->in);
         if (!c->sender_started) {
                 /* Everything went out inline: the end of the answers is ours
                  * to signal, as the sender would have. */
-                if (queue_bytes(&c->queue) > 0 && client_start_sender(c) < 0)
+                if (outbox_bytes(&c->outbox) > 0 && client_start_sender(c) < 0)
                         (void)reader_write_queued(c);
                 if (!c->sender_started)
-                        (void)shutdown(c->fd, queue_is_dead(&c->queue) ? SHUT_RDWR : SHUT_WR);
+                        (void)shutdown(c->fd, outbox_is_dead(&c->outbox) ? SHUT_RDWR : SHUT_WR);
         }
         if (end == READ_STOPPED)
                 reader_linger(c, now_usec(CLOCK_MONOTONIC) +
@@ -765,18 +698,12 @@ void *client_reader_thread(void *userdata)
 void *client_sender_thread(void *userdata)
 {
         Client *c = userdata;
-        Chunk *list;
-        int r = 0;
+        int r;
 
-        while (r == 0 && (list = queue_take_all(&c->queue))) {
-                r = write_chunks(c, list);
-                chunk_free_list(list);
-                queue_sender_done(&c->queue);
-        }
-
+        r = outbox_send_all(&c->outbox);
         if (r < 0)
                 write_failed(c, -r);
-        else if (!queue_is_dead(&c->queue))
+        else if (!outbox_is_dead(&c->outbox))
                 (void)shutdown(c->fd, SHUT_WR); /* everything answered: EOF */
         else
                 (void)shutdown(c->fd, SHUT_RDWR);

@@ -5,26 +5,27 @@
  * Ownership: a Client is reference counted. Each of its running threads
  * holds one reference, and so does anyone who works on it outside the
  * registry lock; the last client_unref() closes the fd and frees it. The
- * server's registry lists a Client while at least one of its threads runs
- * (n_threads > 0, under the registry lock), so a Client found in the
+ * registry (registry.h) lists a Client while at least one of its threads
+ * runs (n_threads > 0, under the registry lock), so a Client found in the
  * registry under that lock always has an open fd.
  *
  * Threads: the reader thread alone reads the socket, parses, runs commands,
  * owns `in`, `out`, `req`, `scratch`, `config`, `sender_started` and the
  * other "reader thread only" fields, and starts the sender
  * (client_start_sender) the first time something must wait for the socket
- * or the client subscribes. Both write to the socket, but never at once:
- * the queue's `busy` flag, under its lock, gives the socket to one writer
- * at a time (queue.h). Other threads (the main loop, `clients`, `stats` and
- * publishers from other readers) touch only the immutable identity fields,
- * the atomics, `subs` under the events lock (events.h), `reader` and
- * `reader_running` under the registry lock, and the queue.
+ * or the client subscribes. Whoever writes to the socket does it through
+ * the outbox (outbox.h), which hands the write side to one thread at a
+ * time. Other threads (the main loop, `clients`, `stats` and publishers
+ * from other readers) touch only the immutable identity fields, the
+ * atomics, `subs` under the events lock (events.h), `prev`/`next`,
+ * `n_threads`, `reader` and `reader_running` under the registry lock, and
+ * the outbox.
  *
  * Waking the reader: a reader blocked in read() is woken by
  * CLIENT_WAKE_SIGNAL (client_kick), sent only while the registry lock shows
  * it running. The signal may come just before read() starts; so whoever
  * needs the reader to notice a flag kicks again until it has
- * (server_drain); nothing else relies on one kick.
+ * (registry_drain); nothing else relies on one kick.
  */
 #pragma once
 
@@ -40,7 +41,7 @@
 #include "conf.h"
 #include "peers.h"
 #include "proto.h"
-#include "queue.h"
+#include "outbox.h"
 
 struct Server;
 
@@ -95,15 +96,14 @@ typedef struct Client {
         atomic_bool stop_requested; /* drain: answer what was received, then end */
         atomic_bool stop_seen;      /* the reader noticed stop_requested */
         atomic_bool dropped;        /* client_drop_queue(): stop reading now */
-        atomic_uint send_timeout_sec; /* SO_SNDTIMEO as set now (the reader sets it) */
         atomic_uint_fast64_t fanout_mark; /* the last publisher batch that noted it */
-        /* Counters (ClientCounters): the reader alone writes the first three,
-         * any writer of the socket the last; anyone may read them. */
-        atomic_uint_fast64_t n_ok, n_failed, n_bytes_in, n_bytes_out;
+        /* Counters (ClientCounters): the reader alone writes these; the
+         * outbox counts the bytes out. Anyone may read them. */
+        atomic_uint_fast64_t n_ok, n_failed, n_bytes_in;
         PeerKey peer_key;           /* what MaxClientsPerUID=/PerAddress= count */
         bool admin_slot;            /* admitted into the admin reserve */
 
-        Queue queue;
+        Outbox outbox; /* the write side of fd */
 
         /* Reader thread only. */
         Buffer in;
@@ -149,12 +149,6 @@ void client_unref(Client *c);
 /* Thread entry points; each owns one reference. */
 void *client_reader_thread(void *userdata);
 void *client_sender_thread(void *userdata);
-
-/* Count bytes written to c's socket (any thread that wrote them). */
-static inline void client_count_out(Client *c, uint64_t n)
-{
-        atomic_fetch_add_explicit(&c->n_bytes_out, n, memory_order_relaxed);
-}
 
 /* The reader's own counters: one writer, so a plain load and store. */
 static inline void client_count(atomic_uint_fast64_t *v, uint64_t n)

@@ -163,7 +163,7 @@ static int append_client_line(Client *i, void *userdata)
                           "commands=%" PRIu64 " queued=%zu topics=",
                           i->id, transport_to_string(i->transport), peer, since,
                           role_to_string(atomic_load(&i->role)),
-                          (uint64_t)atomic_load(&i->n_commands), queue_bytes(&i->queue));
+                          (uint64_t)atomic_load(&i->n_commands), outbox_bytes(&i->outbox));
         if (r >= 0)
                 r = events_append_topics(i, out);
         if (r >= 0)

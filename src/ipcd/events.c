@@ -329,7 +329,7 @@ int events_subscribe(Client *c, const ProtoRequest *req)
                         Buffer b = c->out;
 
                         c->out = BUFFER_INIT;
-                        (void)queue_push(&c->queue, b.data, b.len); /* dead: the reader sees it */
+                        (void)outbox_push(&c->outbox, b.data, b.len); /* dead: the reader sees it */
                 }
         }
         pthread_mutex_unlock(&x->lock);
@@ -414,7 +414,7 @@ static void fanout_note_locked(Client *c, Client *sub, uint64_t token)
                 Client **n = realloc(c->fanout, cap * sizeof(*n));
                 if (!n) {
                         /* Cannot remember it: wake its sender now instead. */
-                        queue_deliver_wake(&sub->queue);
+                        outbox_deliver_wake(&sub->outbox);
                         return;
                 }
                 c->fanout = n;
@@ -429,11 +429,7 @@ void events_deliver(Client *c)
 
         for (size_t i = 0; i < c->n_fanout; i++) {
                 Client *sub = c->fanout[i];
-                ssize_t n = queue_deliver(&sub->queue, sub->fd);
-
-                if (n > 0)
-                        client_count_out(sub, (uint64_t)n);
-                else if (n < 0)
+                if (outbox_deliver(&sub->outbox) < 0)
                         client_abort(sub);
                 client_unref(sub);
         }
@@ -489,7 +485,7 @@ int events_publish(Client *c, const ProtoRequest *req)
         for (size_t i = 0; t && i < t->n_subs; i++) {
                 Client *sub = t->subs[i];
 
-                r = queue_push_shared(&sub->queue, frame);
+                r = outbox_push_shared(&sub->outbox, frame);
                 if (r == 0) {
                         delivered++;
                         fanout_note_locked(c, sub, token);
@@ -595,7 +591,7 @@ void events_monitor(Client *c, const ProtoRequest *req, const char *result,
         t = topic_find_locked(x, EVENTS_MONITOR, strlen(EVENTS_MONITOR), h);
         for (size_t i = 0; t && i < t->n_subs; i++)
                 /* A monitor too slow for the traffic misses entries, it is not dropped. */
-                if (queue_push_shared(&t->subs[i]->queue, f) == 0)
+                if (outbox_push_shared(&t->subs[i]->outbox, f) == 0)
                         fanout_note_locked(c, t->subs[i],
                                            (c->id << 24) ^ (c->fanout_seq & 0xffffff));
         pthread_mutex_unlock(&x->lock);

@@ -6,7 +6,7 @@
  * Ownership and locking: the EventIndex belongs to the Server. Its `lock`
  * (the events lock) guards the hash table, every Topic in it, and every
  * client's list of subscriptions (Client.subs, n_subs). It is held for
- * memory work only: lookups, list edits and queue pushes (a Queue's lock
+ * memory work only: lookups, list edits and queue pushes (a Outbox's lock
  * may be taken inside it, never the other way round); requests are parsed,
  * validated and de-duplicated before it is taken, and nothing that logs or
  * calls into a socket runs under it. The registry lock may be held around

@@ -253,7 +253,7 @@ static void exec_output(ExecRun *x)
                 return;
         }
         /* A slow client slows the command down (its pipe fills), within the timeout. */
-        r = queue_wait_space_until(&x->c->queue, x->deadline);
+        r = outbox_wait_space(&x->c->outbox, x->deadline);
         if (r == -EPIPE)
                 x->end = EXEC_CLIENT_GONE;
         else if (r == -ETIMEDOUT)
@@ -289,7 +289,7 @@ static void exec_stream(ExecRun *x)
                         x->end = EXEC_TIMEOUT;
                         break;
                 }
-                if (queue_is_dead(&c->queue)) {
+                if (outbox_is_dead(&c->outbox)) {
                         x->end = EXEC_CLIENT_GONE;
                         break;
                 }

@@ -19,7 +19,7 @@
  *
  * Held only for memory work: no socket call, no logging, no waiting. Inside
  * it a Client's events lock (EventIndex.lock, via events_append_topics())
- * and a Queue's lock may be taken, never the other way round. Every
+ * and a Outbox's lock may be taken, never the other way round. Every
  * function here may be called from any thread and takes the lock itself,
  * but for the callbacks of registry_foreach(), which run under it.
  */

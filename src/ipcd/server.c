@@ -253,8 +253,11 @@ static void refuse(Server *s, Client *c, atomic_uint_fast64_t *counter, const ch
         /* Counted before the client can see the refusal. */
         atomic_fetch_add_explicit(&s->stats.clients_refused, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
-        if (proto_append_err(&b, "busy", "%s", why) >= 0)
-                (void)send(c->fd, b.data, b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (proto_append_err(&b, "busy", "%s", why) >= 0) {
+                /* never blocks; what the socket does not take goes with c */
+                (void)outbox_write_or_push(&c->outbox, b.data, b.len);
+                b = BUFFER_INIT;
+        }
         buffer_done(&b);
         (void)shutdown(c->fd, SHUT_WR);
         if (ratelimit_below(&rl)) {

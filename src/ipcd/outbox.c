@@ -1,21 +1,26 @@
 /*
- * queue.c - a client's bounded output queue; see queue.h for the rules.
+ * outbox.c - a client's bounded output queue and the only code that writes
+ * to its socket; see outbox.h for the rules.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
 
 #include "macro.h"
-#include "queue.h"
+#include "outbox.h"
 
-int queue_init(Queue *q, size_t limit)
+/* iovecs per writev() of the sender (kept small: the stack is small). */
+#define SEND_IOV 64
+
+int outbox_init(Outbox *q, int fd, size_t limit)
 {
         int r;
 
-        *q = (Queue){.limit = limit};
+        *q = (Outbox){.fd = fd, .limit = limit};
         r = pthread_mutex_init(&q->lock, NULL);
         if (r)
                 return -r;
@@ -83,7 +88,7 @@ void chunk_free_list(Chunk *c)
 #define EVENT_COPY_MAX 512
 #define EVENT_RUN_SIZE 16384
 
-int queue_push_shared(Queue *q, SharedFrame *f)
+int outbox_push_shared(Outbox *q, SharedFrame *f)
 {
         Chunk *c = NULL;
 
@@ -137,21 +142,21 @@ int queue_push_shared(Queue *q, SharedFrame *f)
         return 0;
 }
 
-void queue_deliver_wake(Queue *q)
+void outbox_deliver_wake(Outbox *q)
 {
         bool wake;
 
         pthread_mutex_lock(&q->lock);
-        wake = q->head && q->sender_waiting && !q->busy;
+        wake = q->head && q->sender_waiting && !q->writing;
         pthread_mutex_unlock(&q->lock);
         if (wake)
                 pthread_cond_signal(&q->can_send);
 }
 
-/* iovecs per write in queue_deliver (on the publisher's stack). */
+/* iovecs per write in outbox_deliver (on the publisher's stack). */
 #define DELIVER_IOV 64
 
-ssize_t queue_deliver(Queue *q, int fd)
+ssize_t outbox_deliver(Outbox *q)
 {
         struct iovec iov[DELIVER_IOV];
         Chunk *list, *c, *rest;
@@ -160,10 +165,10 @@ ssize_t queue_deliver(Queue *q, int fd)
         int err = 0, n = 0;
 
         pthread_mutex_lock(&q->lock);
-        if (q->busy || q->dead || !q->head) {
+        if (q->writing || q->dead || !q->head) {
                 /* Someone writes, or nothing to: the writer takes it along.
                  * A sleeping sender with something queued is woken. */
-                wake = q->head && q->sender_waiting && !q->busy && !q->dead;
+                wake = q->head && q->sender_waiting && !q->writing && !q->dead;
                 pthread_mutex_unlock(&q->lock);
                 if (wake)
                         pthread_cond_signal(&q->can_send);
@@ -171,7 +176,7 @@ ssize_t queue_deliver(Queue *q, int fd)
         }
         list = q->head;
         q->head = q->tail = NULL;
-        q->busy = true;
+        q->writing = true;
         pthread_mutex_unlock(&q->lock);
 
         /* Whole chunks while the socket takes them, without blocking. */
@@ -185,7 +190,7 @@ ssize_t queue_deliver(Queue *q, int fd)
                         iov[n] = (struct iovec){c->data, c->len};
                         want += c->len;
                 }
-                k = sendmsg(fd, &(struct msghdr){.msg_iov = iov, .msg_iovlen = n},
+                k = sendmsg(q->fd, &(struct msghdr){.msg_iov = iov, .msg_iovlen = n},
                             MSG_DONTWAIT | MSG_NOSIGNAL);
                 if (k < 0) {
                         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
@@ -232,8 +237,9 @@ partial:
                 i = next;
         }
 
+        atomic_fetch_add_explicit(&q->bytes_out, total, memory_order_relaxed);
         pthread_mutex_lock(&q->lock);
-        q->busy = false;
+        q->writing = false;
         q->bytes -= MIN(total, q->bytes);
         if (q->bytes <= q->limit)
                 pthread_cond_broadcast(&q->can_queue);
@@ -256,7 +262,7 @@ partial:
         return err ? -err : (ssize_t)total;
 }
 
-void queue_done(Queue *q)
+void outbox_done(Outbox *q)
 {
         chunk_free_list(q->head);
         q->head = q->tail = NULL;
@@ -265,7 +271,7 @@ void queue_done(Queue *q)
         pthread_mutex_destroy(&q->lock);
 }
 
-static int queue_push_internal(Queue *q, char *data, size_t len, bool bounded)
+int outbox_push(Outbox *q, char *data, size_t len)
 {
         Chunk *c = malloc(sizeof(*c));
         bool wake;
@@ -282,18 +288,13 @@ static int queue_push_internal(Queue *q, char *data, size_t len, bool bounded)
                 chunk_free_list(c);
                 return -EPIPE;
         }
-        if (bounded && q->bytes + len > q->limit) {
-                pthread_mutex_unlock(&q->lock);
-                chunk_free_list(c);
-                return -ENOBUFS;
-        }
         if (q->tail)
                 q->tail->next = c;
         else
                 q->head = c;
         q->tail = c;
         q->bytes += len;
-        wake = q->sender_waiting && !q->busy;
+        wake = q->sender_waiting && !q->writing;
         pthread_mutex_unlock(&q->lock);
         /* Signalled after unlocking, so that the woken sender does not
          * run only to block on the lock we still hold. */
@@ -302,7 +303,7 @@ static int queue_push_internal(Queue *q, char *data, size_t len, bool bounded)
         return 0;
 }
 
-ssize_t queue_write_or_push(Queue *q, int fd, char *data, size_t len)
+ssize_t outbox_write_or_push(Outbox *q, char *data, size_t len)
 {
         Chunk *c;
         ssize_t n;
@@ -315,18 +316,20 @@ ssize_t queue_write_or_push(Queue *q, int fd, char *data, size_t len)
                 free(data);
                 return -EPIPE;
         }
-        if (q->head || q->busy || q->closed) {
+        if (q->head || q->writing || q->closed) {
                 pthread_mutex_unlock(&q->lock);
-                return queue_push_internal(q, data, len, false);
+                return outbox_push(q, data, len);
         }
-        q->busy = true;
+        q->writing = true;
         pthread_mutex_unlock(&q->lock);
 
-        n = send(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        n = send(q->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
         err = n < 0 ? errno : 0;
+        if (n > 0)
+                atomic_fetch_add_explicit(&q->bytes_out, (uint64_t)n, memory_order_relaxed);
 
         pthread_mutex_lock(&q->lock);
-        q->busy = false;
+        q->writing = false;
         if (n == (ssize_t)len || q->dead) {
                 bool dead = q->dead;
 
@@ -366,17 +369,7 @@ ssize_t queue_write_or_push(Queue *q, int fd, char *data, size_t len)
         return n;
 }
 
-int queue_push_bounded(Queue *q, char *data, size_t len)
-{
-        return queue_push_internal(q, data, len, true);
-}
-
-int queue_push(Queue *q, char *data, size_t len)
-{
-        return queue_push_internal(q, data, len, false);
-}
-
-void queue_set_limit(Queue *q, size_t limit)
+void outbox_set_limit(Outbox *q, size_t limit)
 {
         pthread_mutex_lock(&q->lock);
         q->limit = limit;
@@ -384,38 +377,28 @@ void queue_set_limit(Queue *q, size_t limit)
         pthread_mutex_unlock(&q->lock);
 }
 
-int queue_wait_space_until(Queue *q, uint64_t deadline)
+int outbox_wait_space(Outbox *q, uint64_t deadline)
 {
         struct timespec ts = {.tv_sec = deadline / 1000000, .tv_nsec = (deadline % 1000000) * 1000};
         int r = 0;
 
         pthread_mutex_lock(&q->lock);
         while (q->bytes > q->limit && !q->dead && r == 0)
-                r = pthread_cond_timedwait(&q->can_queue, &q->lock, &ts);
+                r = deadline == UINT64_MAX ? pthread_cond_wait(&q->can_queue, &q->lock)
+                                           : pthread_cond_timedwait(&q->can_queue, &q->lock, &ts);
         r = q->dead ? -EPIPE : (q->bytes > q->limit ? -ETIMEDOUT : 0);
         pthread_mutex_unlock(&q->lock);
         return r;
 }
 
-int queue_wait_space(Queue *q)
-{
-        int r = 0;
-
-        pthread_mutex_lock(&q->lock);
-        while (q->bytes > q->limit && !q->dead)
-                pthread_cond_wait(&q->can_queue, &q->lock);
-        if (q->dead)
-                r = -EPIPE;
-        pthread_mutex_unlock(&q->lock);
-        return r;
-}
-
-Chunk *queue_take_all(Queue *q)
+/* Take the socket's write side and everything queued, waiting for it; NULL
+ * when the sender is done: closed and drained, or dead. */
+static Chunk *take_all(Outbox *q)
 {
         Chunk *c;
 
         pthread_mutex_lock(&q->lock);
-        while (!q->dead && (q->busy || (!q->head && !q->closed))) {
+        while (!q->dead && (q->writing || (!q->head && !q->closed))) {
                 q->sender_waiting = true;
                 pthread_cond_wait(&q->can_send, &q->lock);
                 q->sender_waiting = false;
@@ -426,43 +409,46 @@ Chunk *queue_take_all(Queue *q)
         }
         c = q->head;
         q->head = q->tail = NULL;
-        q->busy = true;
+        q->writing = true;
         pthread_mutex_unlock(&q->lock);
         return c;
 }
 
-Chunk *queue_take_all_now(Queue *q)
+/* The same without waiting: NULL if nothing is queued or someone writes. */
+static Chunk *take_all_now(Outbox *q)
 {
         Chunk *c = NULL;
 
         pthread_mutex_lock(&q->lock);
-        if (!q->dead && !q->busy && q->head) {
+        if (!q->dead && !q->writing && q->head) {
                 c = q->head;
                 q->head = q->tail = NULL;
-                q->busy = true;
+                q->writing = true;
         }
         pthread_mutex_unlock(&q->lock);
         return c;
 }
 
-bool queue_is_drained(Queue *q)
+bool outbox_is_drained(Outbox *q)
 {
         bool d;
 
         pthread_mutex_lock(&q->lock);
-        d = q->dead || (q->closed && !q->head && !q->busy);
+        d = q->dead || (q->closed && !q->head && !q->writing);
         pthread_mutex_unlock(&q->lock);
         return d;
 }
 
-void queue_sender_done(Queue *q)
+/* Give the socket's write side back. */
+static void release(Outbox *q)
 {
         pthread_mutex_lock(&q->lock);
-        q->busy = false;
+        q->writing = false;
         pthread_mutex_unlock(&q->lock);
 }
 
-void queue_sent(Queue *q, size_t n)
+/* n bytes of what was taken went out. */
+static void sent(Outbox *q, size_t n)
 {
         pthread_mutex_lock(&q->lock);
         q->bytes -= n <= q->bytes ? n : q->bytes;
@@ -471,7 +457,100 @@ void queue_sent(Queue *q, size_t n)
         pthread_mutex_unlock(&q->lock);
 }
 
-int queue_drop_and_close(Queue *q, char *last, size_t len)
+/* Write n iovecs completely; returns the bytes written or -errno (-EAGAIN:
+ * the send timeout passed without the socket taking a byte). */
+static ssize_t write_all(int fd, struct iovec *iov, int n)
+{
+        size_t total = 0;
+
+        while (n > 0) {
+                ssize_t k = writev(fd, iov, n);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                total += k;
+                while (n > 0 && (size_t)k >= iov->iov_len) {
+                        k -= iov->iov_len;
+                        iov++;
+                        n--;
+                }
+                if (n > 0) {
+                        iov->iov_base = (char *)iov->iov_base + k;
+                        iov->iov_len -= k;
+                }
+        }
+        return total;
+}
+
+/* Write what was taken, then give the write side back; 0 or -errno. */
+static int write_taken(Outbox *q, Chunk *list)
+{
+        struct iovec iov[SEND_IOV];
+        int r = 0;
+
+        for (Chunk *ch = list; ch && r == 0;) {
+                ssize_t k;
+                int n = 0;
+
+                for (; ch && n < SEND_IOV; ch = ch->next)
+                        iov[n++] = (struct iovec){ch->data, ch->len};
+                k = write_all(q->fd, iov, n);
+                if (k < 0)
+                        r = (int)k;
+                else {
+                        atomic_fetch_add_explicit(&q->bytes_out, (uint64_t)k,
+                                                  memory_order_relaxed);
+                        sent(q, (size_t)k);
+                }
+        }
+        chunk_free_list(list);
+        release(q);
+        return r;
+}
+
+int outbox_send_all(Outbox *q)
+{
+        Chunk *list;
+        int r = 0;
+
+        while (r == 0 && (list = take_all(q)))
+                r = write_taken(q, list);
+        return r;
+}
+
+int outbox_send_now(Outbox *q)
+{
+        Chunk *list;
+        int r = 0;
+
+        while (r == 0 && outbox_bytes(q) > 0 && (list = take_all_now(q)))
+                r = write_taken(q, list);
+        return r;
+}
+
+void outbox_set_send_timeout(Outbox *q, unsigned sec)
+{
+        struct timeval tv = {.tv_sec = sec};
+
+        if (atomic_load_explicit(&q->send_timeout_sec, memory_order_relaxed) == sec)
+                return;
+        (void)setsockopt(q->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        atomic_store_explicit(&q->send_timeout_sec, sec, memory_order_relaxed);
+}
+
+unsigned outbox_send_timeout(Outbox *q)
+{
+        return atomic_load_explicit(&q->send_timeout_sec, memory_order_relaxed);
+}
+
+uint64_t outbox_bytes_out(Outbox *q)
+{
+        return atomic_load_explicit(&q->bytes_out, memory_order_relaxed);
+}
+
+int outbox_drop_and_close(Outbox *q, char *last, size_t len)
 {
         Chunk *c = malloc(sizeof(*c)), *dropped;
 
@@ -500,7 +579,7 @@ int queue_drop_and_close(Queue *q, char *last, size_t len)
         return 0;
 }
 
-void queue_close(Queue *q)
+void outbox_close(Outbox *q)
 {
         pthread_mutex_lock(&q->lock);
         q->closed = true;
@@ -508,7 +587,7 @@ void queue_close(Queue *q)
         pthread_mutex_unlock(&q->lock);
 }
 
-void queue_kill(Queue *q)
+void outbox_kill(Outbox *q)
 {
         Chunk *c;
 
@@ -523,7 +602,7 @@ void queue_kill(Queue *q)
         chunk_free_list(c);
 }
 
-bool queue_is_dead(Queue *q)
+bool outbox_is_dead(Outbox *q)
 {
         bool d;
 
@@ -533,7 +612,7 @@ bool queue_is_dead(Queue *q)
         return d;
 }
 
-size_t queue_bytes(Queue *q)
+size_t outbox_bytes(Outbox *q)
 {
         size_t b;
 
