@@ -335,25 +335,35 @@ def test_maximal_lines_do_not_stall_others():
             s.close()
         for t in drains:
             t.start()
+
+        def connect_pings(seconds):
+            rtts = []
+            t_end = time.monotonic() + seconds
+            while time.monotonic() < t_end:
+                t0 = time.monotonic()
+                c = d.connect()
+                check(c.request("ping").payload == b"pong", "ping")
+                rtts.append(time.monotonic() - t0)
+                c.close()
+                time.sleep(0.01)
+            rtts.sort()
+            return median(rtts), rtts[max(0, int(len(rtts) * 0.99) - 1)]
+        # the same machine, as loaded as it is now, without the attackers
+        base_median, base_p99 = connect_pings(1)
         threads = [attacker(many), attacker(dups), attacker(payload)]
-        rtts = []
-        t_end = time.monotonic() + 3
-        while time.monotonic() < t_end:
-            t0 = time.monotonic()
-            c = d.connect()
-            check(c.request("ping").payload == b"pong", "ping")
-            rtts.append(time.monotonic() - t0)
-            c.close()
-            time.sleep(0.01)
+        med, p99 = connect_pings(3)
         stop.set()
         for t in threads + drains:
             t.join(20)
         check(not errors, "attackers failed: %s" % errors[:3])
-        rtts.sort()
-        p99 = rtts[int(len(rtts) * 0.99) - 1]
-        print("  %d connect+ping: median %.1f ms, p99 %.1f ms" % (len(rtts), median(rtts) * 1000,
-                                                                p99 * 1000))
-        check(p99 < 0.05, "others' connect+ping p99 %.1f ms" % (p99 * 1000))
+        print("  connect+ping: median %.1f ms, p99 %.1f ms (without the attackers: %.1f, %.1f)"
+              % (med * 1000, p99 * 1000, base_median * 1000, base_p99 * 1000))
+        # one such line under the registry or events lock took 0.3 s and
+        # others' connect+ping 1.9 s; a loaded machine's own delays scale
+        # with its baseline
+        limit = max(0.05, 5 * base_p99)
+        check(p99 < limit, "others' connect+ping p99 %.1f ms (limit %.1f ms)" % (p99 * 1000,
+                                                                              limit * 1000))
 
 
 # ------------------------------------------------------------------ 9

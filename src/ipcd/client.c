@@ -1,45 +1,23 @@
 /*
- * client.c - a connected client: its identity, its reader thread (read,
- * split, parse, run, queue the answers of one read() as one batch) and
- * its sender thread (take everything queued, writev()). See client.h for
+ * client.c - a connected client: its identity, references, configuration,
+ * the flush of its reader's batches into the outbox, and its sender thread
+ * (outbox_send_all). The reader thread is in reader.c. See client.h for
  * ownership and locking.
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <linux/sockios.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "client.h"
-#include "commands.h"
 #include "events.h"
 #include "log.h"
 #include "server.h"
-
-/* How much the reader asks read() for at least. */
-#define READ_CHUNK 16384
-/* Outbox a batch early when it grows past this, so one read() of many
- * large answers cannot overshoot the queue limit by much. */
-#define OUT_FLUSH_BYTES 65536
-/* After quit or too-long, how long and how much unread input we discard
- * before closing, so the close does not turn into a reset that could
- * destroy the answer in flight. */
-#define LINGER_USEC  (2 * 1000000)
-#define LINGER_BYTES (16 * 1024 * 1024)
-/* While lingering, how often to look whether the peer has taken everything. */
-#define LINGER_POLL_MSEC 20
-/* Once everything is taken, how long a peer that still sends may take to
- * see our EOF and close. */
-#define LINGER_GRACE_USEC (500 * 1000)
 
 const char *transport_to_string(Transport t)
 {
@@ -51,11 +29,12 @@ static int peer_groups(int fd, gid_t **ret, size_t *n);
 int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Transport transport,
                Client **ret)
 {
-        Client *c;
+        _cleanup_(client_unrefp) Client *c = NULL;
         int r;
 
         c = calloc(1, sizeof(*c));
-        if (!c) {
+        if (!c || outbox_init(&c->outbox, fd, 0) < 0) {
+                free(c);
                 close(fd);
                 return -ENOMEM;
         }
@@ -63,15 +42,8 @@ int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Tr
         c->fd = fd;
         atomic_init(&c->n_ref, 1);
         c->since_usec = now_usec(CLOCK_REALTIME);
-
         c->config = registry_config(&s->registry, &c->config_generation);
-        r = outbox_init(&c->outbox, fd, c->config->queue_limit_bytes);
-        if (r < 0) {
-                config_unref(c->config);
-                close(fd);
-                free(c);
-                return r;
-        }
+        outbox_set_limit(&c->outbox, c->config->queue_limit_bytes);
         outbox_set_send_timeout(&c->outbox, c->config->client_send_timeout_sec);
 
         /* The listener's kind decides, not the peer address family. */
@@ -79,18 +51,13 @@ int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Tr
         if (transport == TRANSPORT_UNIX) {
                 socklen_t len = sizeof(c->cred);
 
-                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
-                        r = -errno;
-                        client_unref(c);
-                        return r;
-                }
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0)
+                        return -errno;
                 snprintf(c->peer, sizeof(c->peer), "pid=%d uid=%u gid=%u", (int)c->cred.pid,
                          (unsigned)c->cred.uid, (unsigned)c->cred.gid);
                 r = peer_groups(fd, &c->groups, &c->n_groups);
-                if (r < 0) {
-                        client_unref(c);
+                if (r < 0)
                         return r;
-                }
                 atomic_init(&c->role, client_identity_role(c, c->config));
         } else {
                 c->cred = (struct ucred){.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
@@ -99,7 +66,7 @@ int client_new(Server *s, int fd, const struct sockaddr *sa, socklen_t salen, Tr
                 atomic_init(&c->role, ROLE_GUEST);
         }
 
-        *ret = c;
+        *ret = TAKE_PTR(c);
         return 0;
 }
 
@@ -293,7 +260,7 @@ static void write_failed(Client *c, int error)
  * write what waits in the outbox itself, blocking for at most
  * ClientSendTimeoutSec= per write. Nothing already answered is lost.
  */
-static int reader_write_queued(Client *c)
+int client_send_now(Client *c)
 {
         int r = outbox_send_now(&c->outbox);
 
@@ -319,7 +286,7 @@ int client_flush(Client *c)
         len = c->out.len;
         c->out = BUFFER_INIT;
         n = outbox_write_or_push(&c->outbox, data, len);
-        if (n >= 0 && (size_t)n < len && client_start_sender(c) < 0 && reader_write_queued(c) < 0)
+        if (n >= 0 && (size_t)n < len && client_start_sender(c) < 0 && client_send_now(c) < 0)
                 return -EPIPE; /* what is left has to wait: the sender, or we, write it */
         if (n < 0 && n != -EPIPE) {
                 if (n != -ECONNRESET)
@@ -358,256 +325,6 @@ int client_start_sender(Client *c)
         return 0;
 }
 
-static void reader_too_long(Client *c)
-{
-        (void)proto_append_err(&c->out, "too-long", "request line longer than %zu bytes",
-                               c->config->max_line_bytes);
-        client_count(&c->n_failed, 1);
-        log_client(LOG_NOTICE, c, "request line longer than %zu bytes, closing connection",
-                   c->config->max_line_bytes);
-        c->closing = true;
-}
-
-static void reader_line(Client *c, const char *line, size_t len)
-{
-        const char *error;
-        size_t content = len;
-        int r;
-
-        if (content > 0 && line[content - 1] == '\r')
-                content--;
-        if (content > c->config->max_line_bytes) {
-                reader_too_long(c);
-                return;
-        }
-
-        r = proto_request_parse(&c->req, line, len, &error);
-        if (r == 0 && c->req.n_args == 0)
-                return; /* blank line */
-
-        atomic_fetch_add_explicit(&c->n_commands, 1, memory_order_relaxed);
-        if (r == 0)
-                r = command_dispatch(c);
-        else if (r == -EINVAL) {
-                client_log_refusal(c, NULL, "bad-request", "bad request: %s", error);
-                r = reply_err(c, "bad-request", "%s", error);
-        }
-
-        if (r == -ENOMEM) {
-                /* Could not even build the answer: give up on this client
-                 * rather than answer out of order. */
-                log_client(LOG_WARNING, c, "out of memory, closing connection");
-                c->closing = true;
-                client_abort(c);
-                return;
-        }
-        client_count(r == 0 ? &c->n_ok : &c->n_failed, 1);
-}
-
-/*
- * The connection ends while the peer may still be sending (quit, too-long,
- * a timeout, the drain, a slow consumer): read and discard what it sends
- * until our answers are written and taken (nothing left in the socket's
- * send queue), the peer closes, or `deadline`. Closing a socket with
- * unread input, or input arriving after close, makes the kernel reset the
- * connection, and a reset destroys the answers still in flight.
- */
-static void reader_linger(Client *c, uint64_t deadline)
-{
-        uint64_t grace_until = 0;
-        bool quiet = false;
-        size_t total = 0;
-        char buf[4096];
-
-        while (total < LINGER_BYTES && !outbox_is_dead(&c->outbox)) {
-                uint64_t now = now_usec(CLOCK_MONOTONIC);
-                struct pollfd p = {.fd = c->fd, .events = POLLIN};
-                int outq = 1, r;
-                ssize_t n;
-
-                if (now >= deadline)
-                        break;
-                if (outbox_is_drained(&c->outbox) && ioctl(c->fd, SIOCOUTQ, &outq) == 0 &&
-                    outq == 0) {
-                        /* All taken. A peer that saw our EOF stops sending and
-                         * closes: give it a moment, so that nothing unread
-                         * is left when we close. */
-                        if (quiet)
-                                break;
-                        if (grace_until == 0)
-                                grace_until = now + LINGER_GRACE_USEC;
-                        else if (now >= grace_until)
-                                break;
-                }
-                r = poll(&p, 1, (int)MIN((deadline - now + 999) / 1000, LINGER_POLL_MSEC));
-                if (r == 0) {
-                        quiet = true;
-                        continue;
-                }
-                if (r < 0)
-                        continue;
-                n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
-                if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
-                        break; /* the peer closed: nothing more can come */
-                if (n > 0) {
-                        total += (size_t)n;
-                        quiet = false;
-                }
-        }
-}
-
-/* SO_RCVTIMEO for the next read(): the request deadline of a started line,
- * or ClientIdleTimeoutSec= (not for subscribers), whichever comes first. */
-static void reader_arm_timeout(Client *c, uint64_t now)
-{
-        const Config *cf = c->config;
-        uint64_t want = 0;
-
-        if (c->line_since_usec != 0 && cf->request_timeout_sec > 0) {
-                uint64_t end = c->line_since_usec + (uint64_t)cf->request_timeout_sec * 1000000;
-                want = end > now ? end - now : 1;
-        }
-        if (c->n_subs == 0 && cf->client_idle_timeout_sec > 0)
-                want = want ? MIN(want, (uint64_t)cf->client_idle_timeout_sec * 1000000)
-                            : (uint64_t)cf->client_idle_timeout_sec * 1000000;
-        if (want != c->rcvtimeo_usec) {
-                struct timeval tv = {.tv_sec = want / 1000000, .tv_usec = want % 1000000};
-                (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-                c->rcvtimeo_usec = want;
-        }
-}
-
-typedef enum ReadEnd {
-        READ_ON,      /* keep reading */
-        READ_EOF,     /* the peer closed (or the socket broke) */
-        READ_STOPPED, /* we stop: quit, too-long, timeout, drain, drop */
-} ReadEnd;
-
-/* read() timed out: the request deadline or the idle timeout. */
-static ReadEnd reader_timed_out(Client *c)
-{
-        const Config *cf = c->config;
-        uint64_t now = now_usec(CLOCK_MONOTONIC);
-
-        if (c->line_since_usec != 0 && cf->request_timeout_sec > 0 &&
-            now + 10000 >= c->line_since_usec + (uint64_t)cf->request_timeout_sec * 1000000) {
-                atomic_fetch_add_explicit(&c->server->stats.request_timeouts, 1,
-                                          memory_order_relaxed);
-                client_count(&c->n_failed, 1);
-                (void)proto_append_err(&c->out, "timeout",
-                                       "request line not completed within RequestTimeoutSec=%u",
-                                       cf->request_timeout_sec);
-                log_client(LOG_NOTICE, c,
-                           "did not complete a request line within RequestTimeoutSec=%u, "
-                           "closing connection",
-                           cf->request_timeout_sec);
-                c->closing = true;
-                return READ_STOPPED;
-        }
-        if (c->n_subs == 0 && cf->client_idle_timeout_sec > 0 &&
-            (c->line_since_usec == 0 || cf->request_timeout_sec == 0 ||
-             (uint64_t)cf->client_idle_timeout_sec < cf->request_timeout_sec)) {
-                log_client(LOG_INFO, c, "idle for ClientIdleTimeoutSec=%u, closing connection",
-                           cf->client_idle_timeout_sec);
-                return READ_STOPPED;
-        }
-        return READ_ON; /* the deadline moved (a reload): arm again */
-}
-
-/* One read() into c->in: the bytes read (> 0), or how reading ends. */
-static ssize_t reader_read(Client *c, bool *stopping, ReadEnd *end)
-{
-        ssize_t n;
-
-        if (atomic_load(&c->dropped)) {
-                *end = READ_STOPPED;
-                return 0;
-        }
-        if (!*stopping && atomic_load(&c->stop_requested)) {
-                int avail = 0;
-
-                /* The drain: answer what was received before it, no more. */
-                (void)ioctl(c->fd, FIONREAD, &avail);
-                c->stop_budget = avail > 0 ? (size_t)avail : 0;
-                *stopping = true;
-                atomic_store(&c->stop_seen, true);
-        }
-        if (*stopping && c->stop_budget == 0) {
-                *end = READ_STOPPED;
-                return 0;
-        }
-        if (buffer_reserve(&c->in, READ_CHUNK) < 0) {
-                log_client(LOG_WARNING, c, "out of memory, closing connection");
-                client_abort(c);
-                *end = READ_EOF;
-                return 0;
-        }
-        if (*stopping)
-                n = recv(c->fd, c->in.data + c->in.len,
-                         MIN(c->in.cap - c->in.len, c->stop_budget), MSG_DONTWAIT);
-        else {
-                reader_arm_timeout(c, now_usec(CLOCK_MONOTONIC));
-                n = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len);
-        }
-        if (n > 0) {
-                if (*stopping)
-                        c->stop_budget -= MIN((size_t)n, c->stop_budget);
-                *end = READ_ON;
-                return n;
-        }
-        if (n == 0) {
-                *end = READ_EOF;
-                return 0;
-        }
-        if (errno == EINTR) {
-                *end = READ_ON; /* kicked: look at the flags again */
-                return 0;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                *end = *stopping ? READ_STOPPED : reader_timed_out(c);
-                return 0;
-        }
-        if (errno != ECONNRESET && errno != EPIPE)
-                log_client(LOG_DEBUG, c, "read failed: %s", strerror(errno));
-        *end = READ_EOF;
-        return 0;
-}
-
-/* Split, parse and run the complete lines in c->in; keep the partial one. */
-static void reader_batch(Client *c, size_t *scan, uint64_t now)
-{
-        size_t start = 0;
-        bool completed = false;
-
-        for (;;) {
-                char *lf = memchr(c->in.data + *scan, '\n', c->in.len - *scan);
-                if (!lf)
-                        break;
-                reader_line(c, c->in.data + start, lf - (c->in.data + start));
-                start = *scan = lf - c->in.data + 1;
-                completed = true;
-                if (c->closing)
-                        break;
-                if (c->out.len >= OUT_FLUSH_BYTES &&
-                    (client_flush(c) < 0 || outbox_wait_space(&c->outbox, UINT64_MAX) < 0)) {
-                        c->closing = true;
-                        break;
-                }
-        }
-        /* A partial line that can no longer fit (allowing for a CR). */
-        if (!c->closing && c->in.len - start > c->config->max_line_bytes + 1)
-                reader_too_long(c);
-
-        buffer_consume(&c->in, start);
-        *scan = c->in.len;
-        /* A started line has RequestTimeoutSec= from its first byte: more
-         * bytes of the same line do not move the deadline. */
-        if (c->in.len == 0)
-                c->line_since_usec = 0;
-        else if (completed || c->line_since_usec == 0)
-                c->line_since_usec = now;
-}
-
 /*
  * The end of one of c's threads; after the last, one journal entry per
  * connection, carrying every command it ran as an IPCD_COMMAND= field
@@ -615,7 +332,7 @@ static void reader_batch(Client *c, size_t *scan, uint64_t now)
  * request), and only then out of the registry: the drain waits for the
  * registry to empty, and must not exit before this entry is written.
  */
-static void client_thread_done(Client *c)
+void client_thread_done(Client *c)
 {
         Registry *reg = &c->server->registry;
         char list[256] = "";
@@ -638,61 +355,6 @@ static void client_thread_done(Client *c)
                          (uint64_t)atomic_load(&c->n_commands), list);
         }
         registry_remove(reg, c);
-}
-
-void *client_reader_thread(void *userdata)
-{
-        Client *c = userdata;
-        size_t scan = 0; /* c->in up to here holds no LF */
-        bool stopping = false;
-        ReadEnd end = READ_ON;
-        sigset_t wake;
-
-        sigemptyset(&wake);
-        sigaddset(&wake, CLIENT_WAKE_SIGNAL);
-        pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
-
-        while (end == READ_ON) {
-                ssize_t n;
-
-                if (outbox_wait_space(&c->outbox, UINT64_MAX) < 0) {
-                        end = READ_EOF;
-                        break;
-                }
-                n = reader_read(c, &stopping, &end);
-                if (n <= 0)
-                        continue;
-                client_count(&c->n_bytes_in, (uint64_t)n);
-                c->in.len += n;
-                client_refresh_config(c); /* once per batch: one atomic load */
-                reader_batch(c, &scan, now_usec(CLOCK_MONOTONIC));
-                if (client_flush(c) < 0)
-                        end = READ_EOF;
-                else if (c->closing)
-                        end = READ_STOPPED;
-        }
-
-        (void)client_flush(c);
-        outbox_close(&c->outbox);
-        events_client_gone(c); /* no more events */
-        buffer_done(&c->in);
-        if (!c->sender_started) {
-                /* Everything went out inline: the end of the answers is ours
-                 * to signal, as the sender would have. */
-                if (outbox_bytes(&c->outbox) > 0 && client_start_sender(c) < 0)
-                        (void)reader_write_queued(c);
-                if (!c->sender_started)
-                        (void)shutdown(c->fd, outbox_is_dead(&c->outbox) ? SHUT_RDWR : SHUT_WR);
-        }
-        if (end == READ_STOPPED)
-                reader_linger(c, now_usec(CLOCK_MONOTONIC) +
-                                     (stopping ? (uint64_t)c->config->drain_timeout_sec * 1000000 +
-                                                     LINGER_USEC
-                                               : LINGER_USEC));
-
-        client_thread_done(c);
-        client_unref(c);
-        return NULL;
 }
 
 void *client_sender_thread(void *userdata)

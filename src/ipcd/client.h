@@ -145,10 +145,23 @@ int client_new(struct Server *s, int fd, const struct sockaddr *sa, socklen_t sa
                Transport transport, Client **ret);
 Client *client_ref(Client *c);
 void client_unref(Client *c);
+static inline void client_unrefp(Client **c)
+{
+        client_unref(*c);
+}
 
 /* Thread entry points; each owns one reference. */
+/* The threads, each started with a reference of c that it drops at its
+ * end: the reader (reader.c, started by registry_add()) and the sender. */
 void *client_reader_thread(void *userdata);
 void *client_sender_thread(void *userdata);
+/* One of c's threads ends: the last logs the connection's end and takes c
+ * out of the registry. */
+void client_thread_done(Client *c);
+/* The reader, without a sender thread: write what waits in the outbox
+ * itself, blocking for at most the send timeout per write; -EPIPE if the
+ * connection broke (it is aborted). */
+int client_send_now(Client *c);
 
 /* The reader's own counters: one writer, so a plain load and store. */
 static inline void client_count(atomic_uint_fast64_t *v, uint64_t n)
