@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 
 import ipcdtest
 from ipcdtest import (IPCCTL, Daemon, check, clean_env, fail, for_other_users, free_port, own,
@@ -79,7 +80,10 @@ class SshSetup:
                     "AuthorizedKeysFile %s/keys/%%u\nStrictModes no\nUsePAM no\n"
                     "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
                     "PermitRootLogin no\nAllowUsers %s\nX11Forwarding no\n"
-                    "AllowTcpForwarding no\nLogLevel VERBOSE\n" % (self.port, d, d, self.user))
+                    "AllowTcpForwarding no\nLogLevel VERBOSE\n"
+                    # the test's logins come one after another from one address,
+                    # some refused on purpose: no start-up throttling
+                    "MaxStartups 100:30:200\n" % (self.port, d, d, self.user))
         with open(os.path.join(d, "host_key.pub")) as f:
             hostkey = " ".join(f.read().split()[:2])
         with open(os.path.join(d, "known_hosts"), "w") as f:
@@ -140,6 +144,9 @@ class SshSetup:
         return self
 
     def __exit__(self, *exc):
+        if exc[0] is not None and self.sshd is not None:
+            # whatever failed, sshd's side of it
+            print("sshd's log, last lines:\n" + self.sshd_log()[-3000:], file=sys.stderr)
         self.close()
 
 
