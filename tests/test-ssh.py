@@ -49,7 +49,6 @@ class SshSetup:
         self.user = "ipcdssh%d" % (os.getpid() % 100000)
         self.sshd = None
         self.made_user = False
-        self.made_run_sshd = False
         try:
             self._setup()
         except BaseException:
@@ -96,10 +95,11 @@ class SshSetup:
         with open(self.wrapper, "w") as f:
             f.write('#!/bin/sh\nexec ssh -F %s/ssh_config "$@"\n' % d)
         os.chmod(self.wrapper, 0o755)
-        # sshd wants its privilege separation directory
-        if not os.path.isdir("/run/sshd"):
-            os.makedirs("/run/sshd", 0o755)
-            self.made_run_sshd = True
+        # sshd wants its privilege separation directory (its chroot before
+        # login). It stays: another sshd (another run of this suite, the
+        # system's own) may need it at any time, so removing it after us
+        # would break their logins with a reset at key exchange.
+        os.makedirs("/run/sshd", 0o755, exist_ok=True)
         self.log = open(os.path.join(d, "sshd.log"), "wb")
         self.sshd = own(subprocess.Popen([SSHD, "-D", "-e", "-f", os.path.join(d, "sshd_config")],
                                          stdin=subprocess.DEVNULL, stdout=self.log,
@@ -134,11 +134,6 @@ class SshSetup:
         if self.made_user:
             subprocess.run(["userdel", self.user], capture_output=True, timeout=30)
             subprocess.run(["groupdel", self.user], capture_output=True, timeout=30)
-        if self.made_run_sshd:
-            try:
-                os.rmdir("/run/sshd")
-            except OSError:
-                pass
 
     def __enter__(self):
         return self
