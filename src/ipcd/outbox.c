@@ -156,13 +156,76 @@ void outbox_deliver_wake(Outbox *q)
 /* iovecs per write in outbox_deliver (on the publisher's stack). */
 #define DELIVER_IOV 64
 
-ssize_t outbox_deliver(Outbox *q)
+/*
+ * Write whole chunks of `list` while the socket takes them, without
+ * blocking. Frees what went out and returns the rest (a chunk cut in two is
+ * replaced by a copy of its rest); the bytes written go to *total, a hard
+ * error to *err.
+ */
+static Chunk *send_some(int fd, Chunk *list, size_t *total, int *err)
 {
         struct iovec iov[DELIVER_IOV];
-        Chunk *list, *c, *rest;
+        Chunk *c = list, *rest = NULL;
+        int n;
+
+        while (c && !*err) {
+                Chunk *first = c;
+                size_t want = 0;
+                ssize_t k;
+
+                for (n = 0; c && n < DELIVER_IOV; c = c->next, n++) {
+                        iov[n] = (struct iovec){c->data, c->len};
+                        want += c->len;
+                }
+                k = sendmsg(fd, &(struct msghdr){.msg_iov = iov, .msg_iovlen = n},
+                            MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (k < 0) {
+                        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                                *err = errno;
+                        c = first;
+                        break;
+                }
+                *total += (size_t)k;
+                if ((size_t)k == want)
+                        continue;
+                /* Skip what went out. */
+                for (c = first; (size_t)k >= c->len; c = c->next)
+                        k -= c->len;
+                if (k > 0) {
+                        Chunk *part = malloc(sizeof(*part));
+                        char *d = part ? malloc(c->len - (size_t)k) : NULL;
+
+                        if (!d) {
+                                free(part);
+                                *err = ENOMEM;
+                                break;
+                        }
+                        memcpy(d, c->data + k, c->len - (size_t)k);
+                        *part = (Chunk){.data = d, .len = c->len - (size_t)k, .next = c->next};
+                        c->next = NULL; /* the loop below frees the cut chunk too */
+                        rest = part;
+                        goto done;
+                }
+                break;
+        }
+        rest = c;
+done:
+        /* Free what was written: everything before `rest` (a cut chunk's head too). */
+        for (Chunk *i = list; i && i != rest;) {
+                Chunk *next = i->next;
+                i->next = NULL;
+                chunk_free_list(i);
+                i = next;
+        }
+        return rest;
+}
+
+ssize_t outbox_deliver(Outbox *q)
+{
+        Chunk *list, *rest;
         size_t total = 0;
         bool wake;
-        int err = 0, n = 0;
+        int err = 0;
 
         pthread_mutex_lock(&q->lock);
         if (q->writing || q->dead || !q->head) {
@@ -179,63 +242,7 @@ ssize_t outbox_deliver(Outbox *q)
         q->writing = true;
         pthread_mutex_unlock(&q->lock);
 
-        /* Whole chunks while the socket takes them, without blocking. */
-        c = list;
-        while (c && !err) {
-                Chunk *first = c;
-                size_t want = 0;
-                ssize_t k;
-
-                for (n = 0; c && n < DELIVER_IOV; c = c->next, n++) {
-                        iov[n] = (struct iovec){c->data, c->len};
-                        want += c->len;
-                }
-                k = sendmsg(q->fd, &(struct msghdr){.msg_iov = iov, .msg_iovlen = n},
-                            MSG_DONTWAIT | MSG_NOSIGNAL);
-                if (k < 0) {
-                        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                                err = errno;
-                        c = first;
-                        break;
-                }
-                total += (size_t)k;
-                if ((size_t)k < want) {
-                        /* Skip what went out; the chunk cut in two is
-                         * replaced by a copy of its rest. */
-                        c = first;
-                        while ((size_t)k >= c->len) {
-                                k -= c->len;
-                                c = c->next;
-                        }
-                        if (k > 0) {
-                                Chunk *part = malloc(sizeof(*part));
-                                char *d = part ? malloc(c->len - (size_t)k) : NULL;
-
-                                if (!d) {
-                                        free(part);
-                                        err = ENOMEM;
-                                        break;
-                                }
-                                memcpy(d, c->data + k, c->len - (size_t)k);
-                                *part = (Chunk){.data = d, .len = c->len - (size_t)k,
-                                                .next = c->next};
-                                c->next = NULL;
-                                /* c is freed with what was written */
-                                rest = part;
-                                goto partial;
-                        }
-                        break;
-                }
-        }
-        rest = c;
-partial:
-        /* Free what was written: everything before `rest` (a cut chunk's head too). */
-        for (Chunk *i = list; i && i != rest;) {
-                Chunk *next = i->next;
-                i->next = NULL;
-                chunk_free_list(i);
-                i = next;
-        }
+        rest = send_some(q->fd, list, &total, &err);
 
         atomic_fetch_add_explicit(&q->bytes_out, total, memory_order_relaxed);
         pthread_mutex_lock(&q->lock);

@@ -441,20 +441,55 @@ static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since)
         return now - *idle_since >= (uint64_t)exit_idle_sec * 1000000;
 }
 
-int server_run(Server *s)
+static int server_signals(Server *s)
 {
         /* No SA_RESTART: a reader's read() returns EINTR (client_kick). */
         struct sigaction sa = {.sa_handler = on_signal}, wake_sa = {.sa_handler = on_wake};
-        uint64_t paused_until = 0, next_tick, tick_usec = 1000000, watchdog_usec = 0;
-        uint64_t idle_since = 0;
-        bool watchdog, idle_exit = false;
-        int r;
 
         signal_wake_fd = s->wake_fd;
         sigemptyset(&sa.sa_mask);
         if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
             sigaction(SIGHUP, &sa, NULL) < 0 || sigaction(CLIENT_WAKE_SIGNAL, &wake_sa, NULL) < 0)
                 return log_error_errno(errno, "Failed to install signal handlers: %m");
+        return 0;
+}
+
+/* select() on the wake-up fd and, unless paused, the listeners, until `until`
+ * (CLOCK_MONOTONIC µs); the wake-up fd is emptied. Returns select()'s
+ * result, or -errno. */
+static int server_select(Server *s, bool paused, uint64_t now, uint64_t until, fd_set *rfds)
+{
+        uint64_t wait = until > now ? until - now : 0;
+        struct timeval tv = {.tv_sec = wait / 1000000, .tv_usec = wait % 1000000};
+        int maxfd = s->wake_fd, r;
+
+        FD_ZERO(rfds);
+        FD_SET(s->wake_fd, rfds);
+        if (!paused)
+                for (size_t i = 0; i < s->n_listeners; i++) {
+                        FD_SET(s->listeners[i].fd, rfds);
+                        maxfd = MAX(maxfd, s->listeners[i].fd);
+                }
+        r = select(maxfd + 1, rfds, NULL, NULL, &tv);
+        if (r < 0)
+                return -errno;
+        if (r > 0 && FD_ISSET(s->wake_fd, rfds)) {
+                uint64_t v;
+                (void)!read(s->wake_fd, &v, sizeof(v));
+        }
+        return r;
+}
+
+int server_run(Server *s)
+{
+        uint64_t paused_until = 0, next_tick, tick_usec = 1000000, watchdog_usec = 0;
+        uint64_t idle_since = 0;
+        bool watchdog, idle_exit = false;
+        int r;
+
+        r = server_signals(s);
+        if (r < 0)
+                return r;
 
         watchdog = notify_watchdog_enabled(&watchdog_usec);
         if (watchdog)
@@ -466,11 +501,9 @@ int server_run(Server *s)
         next_tick = now_usec(CLOCK_MONOTONIC);
 
         while (!got_terminate) {
-                struct timeval tv;
-                uint64_t now = now_usec(CLOCK_MONOTONIC), wake;
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
                 bool paused = now < paused_until;
                 fd_set rfds;
-                int maxfd = s->wake_fd;
 
                 if (now >= next_tick) {
                         if (server_tick(s, watchdog, &idle_since)) {
@@ -480,29 +513,12 @@ int server_run(Server *s)
                         next_tick = now + tick_usec;
                 }
 
-                FD_ZERO(&rfds);
-                FD_SET(s->wake_fd, &rfds);
-                if (!paused)
-                        for (size_t i = 0; i < s->n_listeners; i++) {
-                                FD_SET(s->listeners[i].fd, &rfds);
-                                maxfd = MAX(maxfd, s->listeners[i].fd);
-                        }
-                wake = paused ? MIN(paused_until, next_tick) : next_tick;
-                wake = wake > now ? wake - now : 0;
-                tv = (struct timeval){.tv_sec = wake / 1000000, .tv_usec = wake % 1000000};
-
-                r = select(maxfd + 1, &rfds, NULL, NULL, &tv);
-                if (r < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return log_error_errno(errno, "select() failed: %m");
-                }
-                if (r == 0)
+                r = server_select(s, paused, now, paused ? MIN(paused_until, next_tick) : next_tick,
+                                  &rfds);
+                if (r == -EINTR || r == 0)
                         continue;
-                if (FD_ISSET(s->wake_fd, &rfds)) {
-                        uint64_t v;
-                        (void)!read(s->wake_fd, &v, sizeof(v));
-                }
+                if (r < 0)
+                        return log_error_errno(r, "select() failed: %m");
                 if (got_terminate)
                         break;
                 if (got_reload) {
