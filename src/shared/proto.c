@@ -50,6 +50,63 @@ static int request_push(ProtoRequest *req, const char *data, size_t len)
         return 0;
 }
 
+/* A double-quoted argument from just after its opening quote: unescaped into
+ * *out, *p moved past the closing quote. 0, or -EINVAL with *error set. */
+static int unquote_double(const char **p, const char *end, char **out, const char **error)
+{
+        const char *q = *p;
+        char *o = *out;
+
+        for (;;) {
+                int hi, lo;
+
+                if (q >= end || (*q == '\\' && q + 1 >= end)) {
+                        *error = "unterminated double quote";
+                        return -EINVAL;
+                }
+                if (*q == '"')
+                        break;
+                if (*q != '\\') {
+                        *o++ = *q++;
+                        continue;
+                }
+                switch (*++q) {
+                case '\\':
+                case '"':
+                        *o++ = *q++;
+                        break;
+                case 'n':
+                        *o++ = '\n';
+                        q++;
+                        break;
+                case 't':
+                        *o++ = '\t';
+                        q++;
+                        break;
+                case 'r':
+                        *o++ = '\r';
+                        q++;
+                        break;
+                case 'x':
+                        hi = q + 1 < end ? unhex(q[1]) : -1;
+                        lo = q + 2 < end ? unhex(q[2]) : -1;
+                        if (hi < 0 || lo < 0) {
+                                *error = "\\x needs two hex digits";
+                                return -EINVAL;
+                        }
+                        *o++ = (char)(hi << 4 | lo);
+                        q += 3;
+                        break;
+                default:
+                        *error = "unknown escape sequence";
+                        return -EINVAL;
+                }
+        }
+        *p = q + 1;
+        *out = o;
+        return 0;
+}
+
 int proto_request_parse(ProtoRequest *req, const char *line, size_t len, const char **error)
 {
         const char *p, *end;
@@ -88,56 +145,9 @@ int proto_request_parse(ProtoRequest *req, const char *line, size_t len, const c
                 start = out;
                 if (*p == '"') {
                         p++;
-                        for (;;) {
-                                if (p >= end) {
-                                        *error = "unterminated double quote";
-                                        return -EINVAL;
-                                }
-                                if (*p == '"') {
-                                        p++;
-                                        break;
-                                }
-                                if (*p != '\\') {
-                                        *out++ = *p++;
-                                        continue;
-                                }
-                                if (++p >= end) {
-                                        *error = "unterminated double quote";
-                                        return -EINVAL;
-                                }
-                                switch (*p) {
-                                case '\\':
-                                case '"':
-                                        *out++ = *p++;
-                                        break;
-                                case 'n':
-                                        *out++ = '\n';
-                                        p++;
-                                        break;
-                                case 't':
-                                        *out++ = '\t';
-                                        p++;
-                                        break;
-                                case 'r':
-                                        *out++ = '\r';
-                                        p++;
-                                        break;
-                                case 'x': {
-                                        int hi = p + 1 < end ? unhex(p[1]) : -1;
-                                        int lo = p + 2 < end ? unhex(p[2]) : -1;
-                                        if (hi < 0 || lo < 0) {
-                                                *error = "\\x needs two hex digits";
-                                                return -EINVAL;
-                                        }
-                                        *out++ = (char)(hi << 4 | lo);
-                                        p += 3;
-                                        break;
-                                }
-                                default:
-                                        *error = "unknown escape sequence";
-                                        return -EINVAL;
-                                }
-                        }
+                        r = unquote_double(&p, end, &out, error);
+                        if (r < 0)
+                                return r;
                 } else if (*p == '\'') {
                         const char *q = memchr(p + 1, '\'', end - p - 1);
                         if (!q) {
