@@ -278,16 +278,26 @@ void outbox_done(Outbox *q)
         pthread_mutex_destroy(&q->lock);
 }
 
-int outbox_push(Outbox *q, char *data, size_t len)
+/* A chunk owning `data`; NULL (data freed) without memory. */
+static Chunk *chunk_new(char *data, size_t len)
 {
         Chunk *c = malloc(sizeof(*c));
-        bool wake;
 
         if (!c) {
                 free(data);
-                return -ENOMEM;
+                return NULL;
         }
         *c = (Chunk){.data = data, .len = len};
+        return c;
+}
+
+int outbox_push(Outbox *q, char *data, size_t len)
+{
+        Chunk *c = chunk_new(data, len);
+        bool wake;
+
+        if (!c)
+                return -ENOMEM;
 
         pthread_mutex_lock(&q->lock);
         if (q->dead || q->closed) {
@@ -357,14 +367,13 @@ ssize_t outbox_write_or_push(Outbox *q, char *data, size_t len)
 
         /* The rest of a frame the socket took in part goes first, before
          * anything queued meanwhile (even after a close): never a torn frame. */
-        c = malloc(sizeof(*c));
+        memmove(data, data + n, len - (size_t)n);
+        c = chunk_new(data, len - (size_t)n);
         if (!c) {
                 pthread_mutex_unlock(&q->lock);
-                free(data);
                 return -ENOMEM;
         }
-        memmove(data, data + n, len - (size_t)n);
-        *c = (Chunk){.data = data, .len = len - (size_t)n, .next = q->head};
+        c->next = q->head;
         q->head = c;
         if (!q->tail)
                 q->tail = c;
@@ -559,13 +568,10 @@ uint64_t outbox_bytes_out(Outbox *q)
 
 int outbox_drop_and_close(Outbox *q, char *last, size_t len)
 {
-        Chunk *c = malloc(sizeof(*c)), *dropped;
+        Chunk *c = chunk_new(last, len), *dropped;
 
-        if (!c) {
-                free(last);
+        if (!c)
                 return -ENOMEM;
-        }
-        *c = (Chunk){.data = last, .len = len};
 
         pthread_mutex_lock(&q->lock);
         if (q->dead || q->closed) {
