@@ -349,9 +349,38 @@ def phase_broker_outage(A, B, broker, lB):
     return bA
 
 
+def phase_config_errors():
+    """--check-config names each problem with its file and line (the rules'
+    with their section), and exits non-zero."""
+    d = tempfile.mkdtemp(prefix="ipcd-bridge-conf-")
+    try:
+        conf = os.path.join(d, "bridge.conf")
+        with open(conf, "w") as f:
+            f.write("[Bridge]\nBroker=mqtt://127.0.0.1:1\nStatusTopic=a/#\nCertFile=/x\n"
+                    "[Out deploy]\nMqttTopic=fleet/+/deploy\n"
+                    "[In bad]\nLocalTopic=no spaces\nMqttTopic=a/b#\n"
+                    "[In none]\n")
+        r = subprocess.run([BRIDGE, "--check-config", "-c", conf], capture_output=True,
+                           text=True, timeout=30)
+        check(r.returncode != 0, "--check-config accepted a bad file: %r" % r.stdout)
+        for want in ("invalid StatusTopic=a/#", "CertFile= and KeyFile= go together",
+                     "[Out deploy]: invalid MqttTopic=fleet/+/deploy",
+                     "bridge.conf:8: invalid LocalTopic=no spaces", "[In bad]: invalid MqttTopic=a/b#",
+                     "[In none]: MqttTopic= is missing"):
+            check(want in r.stderr, "--check-config does not say %r:\n%s" % (want, r.stderr))
+        check(re.search(r"bridge\.conf:7: \[In bad\]", r.stderr) is not None,
+              "rule errors name file and line: %s" % r.stderr)
+        check(":0:" not in r.stderr and "bridge.conf: CertFile=" in r.stderr,
+              "whole-file problems name the file, no line 0: %s" % r.stderr)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    print("config errors: each named with file and line")
+
+
 def main():
     if not BRIDGE or not os.path.exists(BRIDGE):
         skip("ipcd-bridge is not built (no libmosquitto)")
+    phase_config_errors()
     for prog in ("mosquitto", "mosquitto_pub", "mosquitto_sub"):
         if not shutil.which(prog):
             skip("%s is not installed (mosquitto, mosquitto-clients)" % prog)

@@ -35,7 +35,12 @@ _printf_(2, 3) static void loader_error(Loader *l, const char *fmt, ...)
 {
         va_list ap;
 
-        (void)buffer_printf(l->errors, "%s:%u: ", l->path, l->line);
+        /* line 0: a problem of the whole file (a key missing, keys that
+         * do not go together), found after reading it */
+        if (l->line > 0)
+                (void)buffer_printf(l->errors, "%s:%u: ", l->path, l->line);
+        else
+                (void)buffer_printf(l->errors, "%s: ", l->path);
         va_start(ap, fmt);
         (void)buffer_vprintf(l->errors, fmt, ap);
         va_end(ap);
@@ -464,12 +469,24 @@ static int read_password(Loader *l)
 }
 
 /* Defaults that depend on other keys, then the checks across keys. */
-static int finish(Loader *l)
+/* Replace *s by its expansion (%H: the host name). */
+static int expand_in_place(char **s, const char *host)
+{
+        char *e = expand(*s, host);
+
+        if (!e)
+                return -ENOMEM;
+        free(*s);
+        *s = e;
+        return 0;
+}
+
+/* [Bridge]: defaults, expansions and the checks that need every key. */
+static int finish_bridge(Loader *l)
 {
         BridgeConfig *c = l->c;
         char hn[256];
 
-        l->line = 0;
         if (!c->host) {
                 if (gethostname(hn, sizeof(hn)) < 0)
                         snprintf(hn, sizeof(hn), "localhost");
@@ -487,18 +504,9 @@ static int finish(Loader *l)
                 c->socket_path = strdup("/run/ipcd/ipcd.sock");
         if (!c->host || !c->client_id || !c->status_topic || !c->socket_path)
                 return -ENOMEM;
-        {
-                char *e = expand(c->client_id, c->host), *s = expand(c->status_topic, c->host);
-                if (!e || !s) {
-                        free(e);
-                        free(s);
-                        return -ENOMEM;
-                }
-                free(c->client_id);
-                free(c->status_topic);
-                c->client_id = e;
-                c->status_topic = s;
-        }
+        if (expand_in_place(&c->client_id, c->host) < 0 ||
+            expand_in_place(&c->status_topic, c->host) < 0)
+                return -ENOMEM;
         if (!mqtt_topic_name_is_valid(c->status_topic))
                 loader_error(l, "invalid StatusTopic=%s (no + or #)", c->status_topic);
         if ((c->cert_file == NULL) != (c->key_file == NULL))
@@ -511,54 +519,64 @@ static int finish(Loader *l)
                 else if (read_password(l) < 0)
                         return -ENOMEM;
         }
+        return 0;
+}
 
-        for (size_t i = 0; i < c->n_out; i++) {
-                OutRule *o = &c->out[i];
-                char *t;
+/* A rule's problem, "FILE:LINE: [Out NAME]: ..." */
+#define rule_error(l, where, kind, name, fmt, ...)                                                 \
+        ((void)buffer_printf((l)->errors, "%s: [%s %s]: " fmt "\n", (where), (kind), (name),       \
+                             __VA_ARGS__),                                                         \
+         (l)->n_errors++)
 
-                if (!o->local_topic && !(o->local_topic = strdup(o->name)))
-                        return -ENOMEM;
-                if (!o->mqtt_topic && asprintf(&o->mqtt_topic, "ipcd/%%H/%s", o->local_topic) < 0)
-                        return -ENOMEM;
-                t = expand(o->mqtt_topic, c->host);
-                if (!t)
-                        return -ENOMEM;
-                free(o->mqtt_topic);
-                o->mqtt_topic = t;
-                if (!proto_topic_is_valid(o->local_topic, strlen(o->local_topic)))
-                        (void)buffer_printf(l->errors, "%s: [Out %s]: invalid local topic '%s'\n",
-                                            o->where, o->name, o->local_topic), l->n_errors++;
-                if (!mqtt_topic_name_is_valid(o->mqtt_topic))
-                        (void)buffer_printf(l->errors,
-                                            "%s: [Out %s]: invalid MqttTopic=%s (no + or #)\n",
-                                            o->where, o->name, o->mqtt_topic), l->n_errors++;
+static int finish_out(Loader *l, OutRule *o)
+{
+        if (!o->local_topic && !(o->local_topic = strdup(o->name)))
+                return -ENOMEM;
+        if (!o->mqtt_topic && asprintf(&o->mqtt_topic, "ipcd/%%H/%s", o->local_topic) < 0)
+                return -ENOMEM;
+        if (expand_in_place(&o->mqtt_topic, l->c->host) < 0)
+                return -ENOMEM;
+        if (!proto_topic_is_valid(o->local_topic, strlen(o->local_topic)))
+                rule_error(l, o->where, "Out", o->name, "invalid local topic '%s'", o->local_topic);
+        if (!mqtt_topic_name_is_valid(o->mqtt_topic))
+                rule_error(l, o->where, "Out", o->name, "invalid MqttTopic=%s (no + or #)",
+                           o->mqtt_topic);
+        return 0;
+}
+
+static int finish_in(Loader *l, InRule *in)
+{
+        if (!in->local_topic && !(in->local_topic = strdup(in->name)))
+                return -ENOMEM;
+        if (!in->mqtt_filter) {
+                rule_error(l, in->where, "In", in->name, "%s", "MqttTopic= is missing");
+                return 0;
         }
-        for (size_t i = 0; i < c->n_in; i++) {
-                InRule *in = &c->in[i];
-                char *t;
+        if (expand_in_place(&in->mqtt_filter, l->c->host) < 0)
+                return -ENOMEM;
+        if (!proto_topic_is_valid(in->local_topic, strlen(in->local_topic)))
+                rule_error(l, in->where, "In", in->name, "invalid local topic '%s'", in->local_topic);
+        if (!mqtt_topic_filter_is_valid(in->mqtt_filter))
+                rule_error(l, in->where, "In", in->name,
+                           "invalid MqttTopic=%s (a topic filter: + and # only as whole levels, "
+                           "# last)",
+                           in->mqtt_filter);
+        return 0;
+}
 
-                if (!in->local_topic && !(in->local_topic = strdup(in->name)))
-                        return -ENOMEM;
-                if (!in->mqtt_filter) {
-                        (void)buffer_printf(l->errors, "%s: [In %s]: MqttTopic= is missing\n",
-                                            in->where, in->name);
-                        l->n_errors++;
-                        continue;
-                }
-                t = expand(in->mqtt_filter, c->host);
-                if (!t)
-                        return -ENOMEM;
-                free(in->mqtt_filter);
-                in->mqtt_filter = t;
-                if (!proto_topic_is_valid(in->local_topic, strlen(in->local_topic)))
-                        (void)buffer_printf(l->errors, "%s: [In %s]: invalid local topic '%s'\n",
-                                            in->where, in->name, in->local_topic), l->n_errors++;
-                if (!mqtt_topic_filter_is_valid(in->mqtt_filter))
-                        (void)buffer_printf(l->errors,
-                                            "%s: [In %s]: invalid MqttTopic=%s (a topic filter: "
-                                            "+ and # only as whole levels, # last)\n",
-                                            in->where, in->name, in->mqtt_filter), l->n_errors++;
-        }
+static int finish(Loader *l)
+{
+        BridgeConfig *c = l->c;
+        int r;
+
+        l->line = 0;
+        r = finish_bridge(l);
+        for (size_t i = 0; r >= 0 && i < c->n_out; i++)
+                r = finish_out(l, &c->out[i]);
+        for (size_t i = 0; r >= 0 && i < c->n_in; i++)
+                r = finish_in(l, &c->in[i]);
+        if (r < 0)
+                return r;
         if (c->n_out == 0 && c->n_in == 0)
                 loader_error(l, "no [Out NAME] or [In NAME] section: nothing to bridge");
         return 0;
