@@ -340,7 +340,9 @@ void client_thread_done(Client *c)
 
         if (!registry_thread_ended(reg, c))
                 return;
-        if (atomic_load_explicit(&log_max_level, memory_order_relaxed) >= LOG_INFO) {
+        if (atomic_load(&c->handed_over))
+                log_client(LOG_DEBUG, c, "kept for the next process");
+        else if (atomic_load_explicit(&log_max_level, memory_order_relaxed) >= LOG_INFO) {
                 for (unsigned i = 0; i < c->n_commands_used && o < sizeof(list); i++)
                         o += snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : " (",
                                       c->commands_used[i]);
@@ -365,6 +367,8 @@ void *client_sender_thread(void *userdata)
         r = outbox_send_all(&c->outbox);
         if (r < 0)
                 write_failed(c, -r);
+        else if (atomic_load(&c->handed_over))
+                ; /* the socket goes on in the next process */
         else if (!outbox_is_dead(&c->outbox))
                 (void)shutdown(c->fd, SHUT_WR); /* everything answered: EOF */
         else

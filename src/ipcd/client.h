@@ -96,6 +96,7 @@ typedef struct Client {
         atomic_bool stop_requested; /* drain: answer what was received, then end */
         atomic_bool stop_seen;      /* the reader noticed stop_requested */
         atomic_bool dropped;        /* client_drop_queue(): stop reading now */
+        atomic_bool handed_over;    /* its reader stopped for a restart (handover.c) */
         atomic_uint_fast64_t fanout_mark; /* the last publisher batch that noted it */
         /* Counters (ClientCounters): the reader alone writes these; the
          * outbox counts the bytes out. Anyone may read them. */

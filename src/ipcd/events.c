@@ -597,3 +597,35 @@ void events_monitor(Client *c, const ProtoRequest *req, const char *result,
         pthread_mutex_unlock(&x->lock);
         shared_frame_unref(f);
 }
+
+int events_restore(Client *c, const char *list)
+{
+        EventIndex *x = &c->server->events;
+        const char *p = list;
+        int r = 0;
+
+        if (!*list)
+                return 0;
+        if (!c->subs) {
+                c->subs = malloc(EVENTS_MAX_TOPICS * sizeof(*c->subs));
+                if (!c->subs)
+                        return -ENOMEM;
+        }
+        pthread_mutex_lock(&x->lock);
+        while (r >= 0 && *p) {
+                const char *end = strchrnul(p, ',');
+                ProtoArg a = {.data = p, .len = (size_t)(end - p)};
+
+                uint64_t h = topic_hash(a.data, a.len);
+                Topic *t;
+
+                if (!proto_topic_is_valid(a.data, a.len) || c->n_subs >= EVENTS_MAX_TOPICS)
+                        r = -EINVAL;
+                else if (!(t = topic_find_locked(x, a.data, a.len, h)) ||
+                         !client_has_topic_locked(c, t))
+                        r = subscribe_locked(x, c, &a, h);
+                p = *end ? end + 1 : end;
+        }
+        pthread_mutex_unlock(&x->lock);
+        return r;
+}

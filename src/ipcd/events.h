@@ -70,3 +70,10 @@ void events_client_gone(Client *c);
 
 /* Append the client's topics to b, comma-separated. Takes the events lock. */
 int events_append_topics(Client *c, Buffer *b);
+
+/*
+ * A client restored after a restart (handover.c) subscribes again to
+ * `list`, the topics events_append_topics() wrote ("a,b,c"), before its
+ * threads start. -EINVAL for a topic that is not one.
+ */
+int events_restore(Client *c, const char *list);

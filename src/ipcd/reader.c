@@ -290,6 +290,24 @@ static void reader_batch(Client *c, size_t *scan, uint64_t now)
                 c->line_since_usec = now;
 }
 
+/*
+ * The drain of a restart (handover.c): everything received before the stop
+ * is answered, the rest stays in the socket for the next process, and so
+ * does the partial line in c->in. The subscriptions stay, and the outbox
+ * open, so that what other readers still publish reaches this client; the
+ * main thread closes the outbox once every reader has stopped.
+ */
+static void reader_hand_over(Client *c)
+{
+        (void)client_flush(c);
+        if (!c->sender_started && outbox_bytes(&c->outbox) > 0 && client_start_sender(c) < 0)
+                (void)client_send_now(c);
+        if (!outbox_is_dead(&c->outbox))
+                atomic_store(&c->handed_over, true);
+        client_thread_done(c);
+        client_unref(c);
+}
+
 void *client_reader_thread(void *userdata)
 {
         Client *c = userdata;
@@ -301,6 +319,11 @@ void *client_reader_thread(void *userdata)
         sigemptyset(&wake);
         sigaddset(&wake, CLIENT_WAKE_SIGNAL);
         pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
+        /* Restored after a restart with its subscriptions: events will come. */
+        if (c->n_subs > 0 && client_start_sender(c) < 0) {
+                log_client(LOG_WARNING, c, "cannot start a sender thread for its events, closing");
+                client_abort(c);
+        }
 
         while (end == READ_ON) {
                 ssize_t n;
@@ -322,6 +345,11 @@ void *client_reader_thread(void *userdata)
                         end = READ_STOPPED;
         }
 
+        if (end == READ_STOPPED && stopping && !c->closing && !atomic_load(&c->dropped) &&
+            atomic_load(&c->server->handing_over)) {
+                reader_hand_over(c);
+                return NULL;
+        }
         (void)client_flush(c);
         outbox_close(&c->outbox);
         events_client_gone(c); /* no more events */

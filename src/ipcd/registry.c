@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "log.h"
@@ -130,18 +131,14 @@ static void remove_locked(Registry *r, Client *c)
         pthread_cond_broadcast(&r->drained);
 }
 
-Refusal registry_add(Registry *r, Client *c, const Config *config, const pthread_attr_t *attr,
-                     void *(*reader)(void *), char *why, size_t size)
+/* List c and start its reader, under the lock: -errno (c unlisted again) if
+ * the thread cannot start. */
+static int list_and_start_locked(Registry *r, Client *c, const pthread_attr_t *attr,
+                                 void *(*reader)(void *))
 {
         sigset_t all, old;
-        Refusal refused;
         int k;
 
-        pthread_mutex_lock(&r->lock);
-        refused = admit_locked(r, c, config, why, size);
-        if (refused != REFUSAL_NONE)
-                goto out;
-        c->id = ++r->next_id;
         c->next = r->clients;
         if (r->clients)
                 r->clients->prev = c;
@@ -160,12 +157,41 @@ Refusal registry_add(Registry *r, Client *c, const Config *config, const pthread
                 c->n_threads = 0;
                 c->reader_running = false;
                 remove_locked(r, c);
-                snprintf(why, size, "server out of threads");
-                refused = REFUSAL_THREADS;
+                return -k;
         }
-out:
+        return 0;
+}
+
+Refusal registry_add(Registry *r, Client *c, const Config *config, const pthread_attr_t *attr,
+                     void *(*reader)(void *), char *why, size_t size)
+{
+        Refusal refused;
+
+        pthread_mutex_lock(&r->lock);
+        refused = admit_locked(r, c, config, why, size);
+        if (refused == REFUSAL_NONE) {
+                c->id = ++r->next_id;
+                if (list_and_start_locked(r, c, attr, reader) < 0) {
+                        snprintf(why, size, "server out of threads");
+                        refused = REFUSAL_THREADS;
+                }
+        }
         pthread_mutex_unlock(&r->lock);
         return refused;
+}
+
+int registry_restore(Registry *r, Client *c, const pthread_attr_t *attr, void *(*reader)(void *))
+{
+        int k;
+
+        pthread_mutex_lock(&r->lock);
+        k = peers_add(&r->peers, &c->peer_key);
+        if (k >= 0) {
+                r->next_id = MAX(r->next_id, c->id);
+                k = list_and_start_locked(r, c, attr, reader);
+        }
+        pthread_mutex_unlock(&r->lock);
+        return k;
 }
 
 void registry_thread_started(Registry *r, Client *c)
@@ -187,8 +213,10 @@ bool registry_thread_ended(Registry *r, Client *c)
         bool last;
 
         pthread_mutex_lock(&r->lock);
-        if (c->reader_running && pthread_equal(c->reader, pthread_self()))
+        if (c->reader_running && pthread_equal(c->reader, pthread_self())) {
                 c->reader_running = false;
+                pthread_cond_broadcast(&r->drained); /* registry_wait_readers() */
+        }
         last = --c->n_threads == 0;
         pthread_mutex_unlock(&r->lock);
         return last;
@@ -289,4 +317,35 @@ int registry_check(Registry *r, uint64_t now, unsigned *ret_exit_idle_sec)
         }
         pthread_mutex_unlock(&r->lock);
         return (int)n;
+}
+
+size_t registry_ref_all(Registry *r, Client ***ret)
+{
+        Client **v;
+        size_t n = 0;
+
+        pthread_mutex_lock(&r->lock);
+        v = malloc((r->n_clients ? r->n_clients : 1) * sizeof(*v));
+        for (Client *c = r->clients; v && c; c = c->next)
+                v[n++] = client_ref(c);
+        pthread_mutex_unlock(&r->lock);
+        *ret = v;
+        return n;
+}
+
+bool registry_wait_readers(Registry *r, uint64_t until)
+{
+        struct timespec ts = timespec_from_usec(until);
+        bool running = true;
+
+        pthread_mutex_lock(&r->lock);
+        for (;;) {
+                running = false;
+                for (Client *c = r->clients; c && !running; c = c->next)
+                        running = c->reader_running;
+                if (!running || pthread_cond_timedwait(&r->drained, &r->lock, &ts) == ETIMEDOUT)
+                        break;
+        }
+        pthread_mutex_unlock(&r->lock);
+        return !running;
 }

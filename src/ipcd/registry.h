@@ -79,6 +79,11 @@ void registry_set_config(Registry *r, Config *config);
 Refusal registry_add(Registry *r, Client *c, const Config *config, const pthread_attr_t *attr,
                      void *(*reader)(void *), char *why, size_t size);
 
+/* A client restored after a restart (handover.c), with the id it had: listed
+ * and its reader started as registry_add() does, without the admission
+ * limits (it was admitted before). 0 or -errno. */
+int registry_restore(Registry *r, Client *c, const pthread_attr_t *attr, void *(*reader)(void *));
+
 /* One more thread of c runs (its sender), or one less failed to start. */
 void registry_thread_started(Registry *r, Client *c);
 void registry_thread_not_started(Registry *r, Client *c);
@@ -118,3 +123,11 @@ unsigned registry_drain(Registry *r, uint64_t until, uint64_t kick_usec);
  * Returns the number of clients, and the configuration's ExitIdleSec=.
  */
 int registry_check(Registry *r, uint64_t now, unsigned *ret_exit_idle_sec);
+
+/* A reference to each listed client, in a new array (NULL without memory);
+ * returns how many. For the handover, which must outlive their threads. */
+size_t registry_ref_all(Registry *r, Client ***ret);
+
+/* Wait until no listed client's reader runs, or `until` (CLOCK_MONOTONIC
+ * µs); true if none runs. */
+bool registry_wait_readers(Registry *r, uint64_t until);

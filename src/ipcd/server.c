@@ -68,7 +68,7 @@ int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
 {
         int r;
 
-        *s = (Server){.overrides = *overrides, .wake_fd = -1};
+        *s = (Server){.overrides = *overrides, .wake_fd = -1, .handover = HANDOVER_FDS_INIT};
         s->start_usec = now_usec(CLOCK_MONOTONIC);
         r = registry_init(&s->registry, config);
         if (r < 0) {
@@ -160,6 +160,9 @@ static int open_from_systemd(Server *s, int n)
                         close(fd); /* after a failure: close what is left */
                         continue;
                 }
+                r = handover_take_fd(&s->handover, fd, fdname);
+                if (r != 0)
+                        continue; /* a session kept across a restart */
                 r = listener_from_fd(fd, &l);
                 if (r < 0) {
                         log_error_errno(r,
@@ -347,23 +350,59 @@ static void server_accept(Server *s, Listener *l, uint64_t *paused_until)
 /* How often the drain re-kicks readers that have not noticed the stop yet. */
 #define DRAIN_KICK_USEC (20 * 1000)
 
-static int server_drain(Server *s)
+/*
+ * The drain of a restart: readers stop at a request boundary with their
+ * subscriptions in place, so that what the last of them publish still
+ * reaches everyone; once none runs, the outboxes close, the senders write
+ * what is left, and the sessions go to systemd's fd store. Returns the
+ * clients left when `until` passed.
+ */
+static unsigned server_hand_over(Server *s, uint64_t until)
+{
+        Client **held = NULL;
+        size_t n;
+        unsigned left;
+
+        n = registry_ref_all(&s->registry, &held);
+        (void)registry_stop_reading(&s->registry);
+        log_info("Stopping for a restart: answering what %zu client(s) already sent, then "
+                 "keeping their sessions in systemd's fd store",
+                 n);
+        if (!registry_wait_readers(&s->registry, until))
+                log_warning("DrainTimeoutSec= passed with readers still running; their clients "
+                            "are closed");
+        for (size_t i = 0; i < n; i++)
+                outbox_close(&held[i]->outbox);
+        left = registry_drain(&s->registry, until, DRAIN_KICK_USEC);
+        (void)handover_store(s, held, n);
+        for (size_t i = 0; i < n; i++)
+                client_unref(held[i]);
+        free(held);
+        return left;
+}
+
+static int server_drain(Server *s, bool restartable)
 {
         Config *config = registry_config(&s->registry, NULL);
-        unsigned n, left;
+        uint64_t until;
+        unsigned left;
 
         notify_stopping();
         for (size_t i = 0; i < s->n_listeners; i++)
                 listener_close(&s->listeners[i]);
 
-        n = registry_stop_reading(&s->registry);
-        log_info("Stopping: answering what %u client(s) already sent", n);
-        /* Each reader answers what it had received, then lingers until its
-         * answers are taken. */
-        left = registry_drain(&s->registry,
-                              now_usec(CLOCK_MONOTONIC) +
-                                  (uint64_t)config->drain_timeout_sec * 1000000,
-                              DRAIN_KICK_USEC);
+        until = now_usec(CLOCK_MONOTONIC) + (uint64_t)config->drain_timeout_sec * 1000000;
+        if (restartable && handover_fdstore_max() > 1) {
+                atomic_store(&s->handing_over, true);
+                left = server_hand_over(s, until);
+        } else {
+                unsigned n = registry_stop_reading(&s->registry);
+
+                log_info("Stopping: answering what %u client(s) already sent", n);
+                /* Each reader answers what it had received, then lingers
+                 * until its answers are taken. */
+                left = registry_drain(&s->registry, until, DRAIN_KICK_USEC);
+        }
         if (left > 0)
                 log_warning("DrainTimeoutSec=%u passed, closed %u client(s) that did not "
                             "take their answers",
@@ -495,6 +534,8 @@ int server_run(Server *s)
         if (watchdog)
                 tick_usec = MIN(tick_usec, watchdog_usec / 4);
 
+        /* The sessions of the previous process, back before anyone new. */
+        (void)handover_restore(s, &s->handover);
         for (size_t i = 0; i < s->n_listeners; i++)
                 log_info("Listening on %s", s->listeners[i].name);
         notify_ready(s->n_listeners);
@@ -545,5 +586,5 @@ int server_run(Server *s)
         }
         else
                 log_info("Received %s", got_terminate == SIGINT ? "SIGINT" : "SIGTERM");
-        return server_drain(s);
+        return server_drain(s, !idle_exit);
 }

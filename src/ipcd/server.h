@@ -12,7 +12,7 @@
  *     on an admin's reader); taken before the registry lock, never inside;
  *   auth_lock: auth_sources and auth_log_rl (commands.c);
  *   refusal_lock: refusal_rl, the server-wide limit on refusal entries;
- *   stats and n_running: atomics;
+ *   stats, n_running and handing_over: atomics;
  *   listeners, overrides, socket_activated, start_usec, thread_attr: set
  *     before the first client thread starts, immutable after (the
  *     listeners' fds are closed by the drain, their names stay).
@@ -29,6 +29,7 @@
 #include "client.h"
 #include "conf.h"
 #include "events.h"
+#include "handover.h"
 #include "log.h"
 #include "peers.h"
 #include "registry.h"
@@ -83,6 +84,8 @@ typedef struct Server {
         uint64_t start_usec;        /* CLOCK_MONOTONIC */
         pthread_attr_t thread_attr; /* small stacks, detached */
         Stats stats;
+        HandoverFds handover;       /* sessions passed back by systemd, until restored */
+        atomic_bool handing_over;   /* the drain keeps the sessions for the next process */
 } Server;
 
 /* Takes over the reference to `config`. */

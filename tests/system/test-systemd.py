@@ -40,6 +40,7 @@ USER_IN = "ipcdtest-in"       # a member of group ipcd
 USER_OUT = "ipcdtest-out"     # not a member
 COLD_STARTS = 20
 RESTARTS = 3
+SESSION_CLIENTS = 200   # test_restart_keeps_sessions
 
 C = None  # the booted Container
 
@@ -473,6 +474,215 @@ def test_restart_keeps_socket():
     check(state("ipcd.socket") == "active", "ipcd.socket is %s" % state("ipcd.socket"))
 
 
+# In the container: sessions across restarts. Connects N Unix clients (every
+# other one subscribed to "numbers", some with a partial request line
+# pending), a TCP client that won role user with `auth`, a listener and a
+# publisher that sends a numbered event every 10 ms, and a pinger in a
+# closed loop; prints "ready", then waits for a line on stdin per restart
+# ("restart" when systemctl restart is about to run, "check" after it),
+# and "done" at the end. Prints JSON: what each client saw.
+SESSIONS = r"""
+import json, os, socket, sys, threading, time
+path, n, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+def frame(s, buf):
+    while b"\n" not in buf[0]:
+        c = s.recv(65536)
+        if not c:
+            raise EOFError("closed")
+        buf[0] += c
+    head, rest = buf[0].split(b"\n", 1)
+    kind, size = head.split(b" ")[0].decode(), int(head.split(b" ")[-1])
+    while len(rest) < size + 1:
+        c = s.recv(65536)
+        if not c:
+            raise EOFError("closed")
+        rest += c
+    buf[0] = rest[size + 1:]
+    return kind, head, rest[:size].decode(errors="replace")
+
+def request(s, buf, line):
+    s.sendall(line.encode() + b"\n")
+    while True:
+        kind, head, payload = frame(s, buf)
+        if kind in ("OK", "ERR"):
+            return kind, payload
+
+def unix():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(60)
+    s.connect(path)
+    return s
+
+def client_id(s, buf):
+    kind, p = request(s, buf, "hello")
+    return int([l for l in p.splitlines() if l.startswith("client: ")][0].split()[1])
+
+clients = []
+for i in range(n):
+    s, buf = unix(), [b""]
+    if i % 2 == 0:
+        assert request(s, buf, "subscribe numbers other")[0] == "OK"
+    clients.append((s, buf, client_id(s, buf)))
+# a request line cut in two by the restart: its first half now
+partial = clients[1]
+partial[0].sendall(b"echo half")
+tcp = socket.create_connection(("127.0.0.1", 9966), timeout=60)
+tbuf = [b""]
+assert request(tcp, tbuf, "auth " + token) == ("OK", "role: user\n"), "auth"
+tcp_id = client_id(tcp, tbuf)
+
+got, errors = [], []
+stop, stop_publishing = threading.Event(), threading.Event()
+lis, lbuf = unix(), [b""]
+assert request(lis, lbuf, "subscribe numbers")[0] == "OK"
+lis_id = client_id(lis, lbuf)
+def listen():
+    try:
+        while True:
+            kind, head, payload = frame(lis, lbuf)
+            if kind == "EVENT" and payload == "end":
+                return  # the socket is the main thread's again
+            if kind == "EVENT":
+                got.append(int(payload))
+    except Exception as e:
+        if not stop.is_set():
+            errors.append("listener: %r" % e)
+published = [0]
+def publish():
+    p, pbuf = unix(), [b""]
+    try:
+        while not stop_publishing.is_set():
+            request(p, pbuf, "publish numbers %d" % published[0])
+            published[0] += 1
+            time.sleep(0.01)
+    except Exception as e:
+        errors.append("publisher: %r" % e)
+gaps = []
+def ping():
+    p, pbuf = unix(), [b""]
+    last = time.monotonic()
+    try:
+        while not stop.is_set():
+            assert request(p, pbuf, "ping") == ("OK", "pong")
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+    except Exception as e:
+        errors.append("pinger: %r" % e)
+threads = [threading.Thread(target=f, daemon=True) for f in (listen, publish, ping)]
+for t in threads:
+    t.start()
+print("ready", flush=True)
+restart_gaps = []
+def wait(cond, what):
+    deadline = time.monotonic() + 30
+    while not cond():
+        if time.monotonic() > deadline or errors:
+            errors.append("timed out waiting for " + what)
+            return
+        time.sleep(0.005)
+for line in sys.stdin:
+    if line.strip() == "restart":
+        seen = len(got)
+        wait(lambda: len(got) >= seen + 5, "events before the restart")
+        mark = len(gaps)
+        print("go", flush=True)
+    elif line.strip() == "check":
+        wait(lambda: len(gaps) > mark + 5, "answers from the new process")
+        restart_gaps.append(max(gaps[mark:]) if len(gaps) > mark else None)
+        print("checked", flush=True)
+    elif line.strip() == "done":
+        break
+stop_publishing.set()
+threads[1].join(30)
+n_published = published[0]
+wait(lambda: len(got) >= n_published, "the last events")
+stop.set()
+e, ebuf = unix(), [b""]
+request(e, ebuf, "publish numbers end")
+threads[0].join(30)
+threads[2].join(30)
+partial[0].sendall(b" and whole\n")
+kind, head, payload = frame(partial[0], partial[1])
+same_ids = sum(1 for s, buf, cid in clients if client_id(s, buf) == cid)
+kind_t, stats = request(tcp, tbuf, "stats")
+topics = {}
+adm = unix()
+k, listing = request(adm, [b""], "clients")
+for l in listing.splitlines():
+    f = dict(x.split("=", 1) for x in l.split() if "=" in x)
+    topics[int(f["id"])] = f.get("topics", "")
+subscribed_ok = all(topics.get(cid) == ("numbers,other" if i % 2 == 0 else "")
+                    for i, (s, buf, cid) in enumerate(clients))
+print(json.dumps({
+    "errors": errors, "published": n_published, "got": len(got),
+    "in_order_once": got == list(range(len(got))),
+    "missing": sorted(set(range(n_published)) - set(got))[:10],
+    "partial": [kind, payload], "same_ids": same_ids, "n": n,
+    "tcp_id_same": client_id(tcp, tbuf) == tcp_id, "tcp_stats": kind_t,
+    "listener_id_same": client_id(lis, lbuf) == lis_id,
+    "subscribed_ok": subscribed_ok, "restart_gaps_ms": [round(g * 1000, 1) if g else None
+                                                        for g in restart_gaps]}))
+"""
+
+
+def test_restart_keeps_sessions():
+    """systemctl restart keeps every client: ids, roles, subscriptions, a
+    partial line, and every event published meanwhile (issue 13)."""
+    C.ok(["systemctl", "start", "ipcd.socket"])
+    write_file("/etc/ipcd/session.token", "st-5c1e-session-token\n")
+    C.ok(["chown", "ipcd:ipcd", "/etc/ipcd/session.token"])
+    C.ok(["chmod", "0600", "/etc/ipcd/session.token"])
+    write_file(CONF, "[Token session]\nSecretFile=/etc/ipcd/session.token\nRole=user\n")
+    stop_service()
+    pong()
+    proc = C.popen(["/usr/bin/python3", "-c", SESSIONS, SOCKET, str(SESSION_CLIENTS),
+                    "st-5c1e-session-token"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE, text=True)
+    try:
+        check(proc.stdout.readline().strip() == "ready", "the session script did not start: %s"
+              % (proc.stderr.read() if proc.poll() is not None else ""))
+        pids = {main_pid()}
+        for _ in range(RESTARTS):
+            proc.stdin.write("restart\n")
+            proc.stdin.flush()
+            check(proc.stdout.readline().strip() == "go", "the session script died")
+            C.ok(["systemctl", "restart", "ipcd.service"])
+            pids.add(main_pid())
+            proc.stdin.write("check\n")
+            proc.stdin.flush()
+            check(proc.stdout.readline().strip() == "checked", "the session script died")
+        proc.stdin.write("done\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        C.run(["rm", "-rf", "/etc/ipcd"])
+    if not out.strip():
+        fail("no result: %s\n%s" % (err, "\n".join(journal().splitlines()[-60:])))
+    r = json.loads(out.strip().splitlines()[-1])
+    log("%d clients across %d restarts: %d kept their ids; %d events published, %d received; "
+        "longest pause of a pinging client per restart: %s ms"
+        % (r["n"], RESTARTS, r["same_ids"], r["published"], r["got"], r["restart_gaps_ms"]))
+    check(len(pids) == RESTARTS + 1, "MainPID did not change on each restart: %s" % sorted(pids))
+    check(not r["errors"], "clients broke: %s" % r["errors"])
+    check(r["same_ids"] == r["n"], "%d of %d clients kept their id" % (r["same_ids"], r["n"]))
+    check(r["subscribed_ok"], "subscriptions not kept")
+    check(r["listener_id_same"] and r["tcp_id_same"], "listener or TCP client not kept")
+    check(r["tcp_stats"] == "OK", "the authenticated TCP client lost its role")
+    check(r["partial"] == ["OK", "half and whole"], "the partial line: %s" % r["partial"])
+    check(r["in_order_once"] and r["got"] == r["published"],
+          "events: %d published, %d received, in order once: %s, missing %s"
+          % (r["published"], r["got"], r["in_order_once"], r["missing"]))
+    wait_journal(r"^Kept \d+ client session\(s\) for the next process")
+    wait_journal(r"^Restored \d+ client session\(s\) from the previous process")
+    # A stop is still a stop: the store is emptied, clients see the end.
+    stop_service()
+
+
 # In the container: hold the old ipcd in its drain (a client that does not
 # read its answers), restart, and connect a second client once the old ipcd
 # has closed its listeners; then let the old one go. Prints JSON.
@@ -507,7 +717,7 @@ subprocess.run(["systemctl", "--no-block", "restart", "ipcd.service"], check=Tru
 def draining():
     out = subprocess.run(["journalctl", "-o", "cat", "_PID=%d" % old], capture_output=True,
                          text=True).stdout
-    return "Stopping: answering" in out
+    return "answering what" in out
 wait(draining, "the old ipcd to start draining")
 state_at_connect = show("ActiveState")
 c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -861,6 +1071,7 @@ TESTS = [
     test_exit_idle,
     test_watchdog,
     test_restart_keeps_socket,
+    test_restart_keeps_sessions,
     test_connect_while_restarting,
     test_kill9_restarts,
     test_group_access_and_peercred,

@@ -1,0 +1,438 @@
+/*
+ * handover.c - client sessions across a restart; see handover.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "events.h"
+#include "handover.h"
+#include "log.h"
+#include "registry.h"
+#include "server.h"
+
+/* How long the exit waits for systemd to have taken every fd. */
+#define HANDOVER_BARRIER_USEC (5 * 1000000ULL)
+
+unsigned handover_fdstore_max(void)
+{
+        const char *e = getenv("FDSTORE");
+        unsigned long v;
+        char *end;
+
+        if (!e || !getenv("NOTIFY_SOCKET"))
+                return 0;
+        errno = 0;
+        v = strtoul(e, &end, 10);
+        if (errno || end == e || *end || v > 1000000)
+                return 0;
+        return (unsigned)v;
+}
+
+int handover_take_fd(HandoverFds *h, int fd, const char *name)
+{
+        size_t n = strlen(HANDOVER_CLIENT_NAME);
+        uint64_t id;
+        char *end;
+        void *v;
+
+        if (strcmp(name, HANDOVER_STATE_NAME) == 0) {
+                if (h->state_fd >= 0)
+                        close(h->state_fd); /* only one: the later one wins */
+                h->state_fd = fd;
+                return 1;
+        }
+        if (strncmp(name, HANDOVER_CLIENT_NAME, n) != 0)
+                return 0;
+        errno = 0;
+        id = strtoull(name + n, &end, 10);
+        if (errno || end == name + n || *end || id == 0) {
+                log_warning("Closing fd %d from systemd's store: bad name '%s'", fd, name);
+                close(fd);
+                return 1;
+        }
+        v = realloc(h->clients, (h->n_clients + 1) * sizeof(*h->clients));
+        if (!v) {
+                close(fd);
+                return -ENOMEM;
+        }
+        h->clients = v;
+        h->clients[h->n_clients].id = id;
+        h->clients[h->n_clients++].fd = fd;
+        return 1;
+}
+
+/* ------------------------------------------------------------------ store */
+
+static int append_hex(Buffer *b, const char *data, size_t len)
+{
+        static const char hex[] = "0123456789abcdef";
+        int r = 0;
+
+        if (len == 0)
+                return buffer_append(b, "-", 1);
+        for (size_t i = 0; i < len && r >= 0; i++) {
+                char two[2] = {hex[(unsigned char)data[i] >> 4], hex[data[i] & 15]};
+                r = buffer_append(b, two, 2);
+        }
+        return r;
+}
+
+/* "client ID TRANSPORT AUTH_ROLE COMMANDS OK FAILED IN OUT SINCE TOPICS PARTIAL" */
+static int append_client(Buffer *b, Client *c)
+{
+        size_t mark;
+        int r;
+
+        r = buffer_printf(b, "client %" PRIu64 " %s %s %" PRIu64 " %" PRIu64 " %" PRIu64
+                             " %" PRIu64 " %" PRIu64 " %" PRIu64 " ",
+                          c->id, transport_to_string(c->transport), role_to_string(c->auth_role),
+                          (uint64_t)atomic_load(&c->n_commands), (uint64_t)atomic_load(&c->n_ok),
+                          (uint64_t)atomic_load(&c->n_failed),
+                          (uint64_t)atomic_load(&c->n_bytes_in), outbox_bytes_out(&c->outbox),
+                          c->since_usec);
+        mark = b->len;
+        if (r >= 0)
+                r = events_append_topics(c, b);
+        if (r >= 0 && b->len == mark)
+                r = buffer_append(b, "-", 1);
+        if (r >= 0)
+                r = buffer_append(b, " ", 1);
+        if (r >= 0)
+                r = append_hex(b, c->in.data, c->in.len);
+        if (r >= 0)
+                r = buffer_append(b, "\n", 1);
+        return r;
+}
+
+static int state_memfd(const Buffer *b)
+{
+        _cleanup_close_ int fd = -1;
+        size_t off = 0;
+
+        fd = memfd_create(HANDOVER_STATE_NAME, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
+                return -errno;
+        while (off < b->len) {
+                ssize_t k = write(fd, b->data + off, b->len - off);
+                if (k < 0 && errno != EINTR)
+                        return -errno;
+                off += k > 0 ? (size_t)k : 0;
+        }
+        (void)fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+        return TAKE_FD(fd);
+}
+
+static bool storable(Client *c)
+{
+        return atomic_load(&c->handed_over) && !outbox_is_dead(&c->outbox) &&
+               outbox_bytes(&c->outbox) == 0;
+}
+
+int handover_store(Server *s, Client **clients, size_t n)
+{
+        unsigned room = handover_fdstore_max();
+        Buffer b = BUFFER_INIT;
+        size_t stored = 0;
+        int fd, r;
+
+        if (room < 2)
+                return 0;
+        r = buffer_printf(&b, "ipcd-handover %d\n", HANDOVER_VERSION);
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                if (storable(clients[i]) && stored + 1 < room) {
+                        r = append_client(&b, clients[i]);
+                        stored++;
+                }
+        if (r < 0) {
+                buffer_done(&b);
+                return log_error_errno(r, "Failed to write the sessions down, closing them: %m");
+        }
+        fd = state_memfd(&b);
+        buffer_done(&b);
+        if (fd < 0)
+                return log_error_errno(fd, "Failed to create the handover memfd: %m");
+        /* The state first: should we die half-way, sockets without state are
+         * closed by the next process, never restored wrongly. */
+        r = sd_pid_notify_with_fds(0, false, "FDSTORE=1\nFDNAME=" HANDOVER_STATE_NAME, &fd, 1);
+        close(fd);
+        if (r <= 0)
+                return log_error_errno(r ? r : -ENOTCONN,
+                                       "Failed to store the sessions with systemd: %m");
+        stored = 0;
+        for (size_t i = 0; i < n; i++) {
+                char msg[64];
+
+                if (!storable(clients[i]) || stored + 1 >= room)
+                        continue;
+                snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=" HANDOVER_CLIENT_NAME "%" PRIu64,
+                         clients[i]->id);
+                if (sd_pid_notify_with_fds(0, false, msg, &clients[i]->fd, 1) > 0)
+                        stored++;
+        }
+        r = sd_notify_barrier(0, HANDOVER_BARRIER_USEC);
+        if (r < 0)
+                log_warning_errno(r, "systemd did not confirm the stored sessions: %m");
+        log_info("Kept %zu client session(s) for the next process in systemd's fd store", stored);
+        (void)s;
+        return (int)stored;
+}
+
+/* ---------------------------------------------------------------- restore */
+
+typedef struct Saved {
+        uint64_t id, n_commands, ok, failed, in, out, since;
+        Transport transport;
+        Role auth_role;
+        const char *topics; /* "a,b" or "", in the state's text */
+        char *partial;      /* unhexed, in the state's text; partial_len bytes */
+        size_t partial_len;
+} Saved;
+
+static int unhex_digit(char ch)
+{
+        if (ch >= '0' && ch <= '9')
+                return ch - '0';
+        if (ch >= 'a' && ch <= 'f')
+                return ch - 'a' + 10;
+        return -1;
+}
+
+static int parse_u64(const char *s, uint64_t *ret)
+{
+        char *end;
+
+        errno = 0;
+        *ret = strtoull(s, &end, 10);
+        return errno || end == s || *end ? -EINVAL : 0;
+}
+
+static int parse_role(const char *s, Role *ret)
+{
+        for (Role r = ROLE_GUEST; r <= ROLE_ADMIN; r++)
+                if (strcmp(s, role_to_string(r)) == 0) {
+                        *ret = r;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+/* "client ID TRANSPORT AUTH_ROLE COMMANDS OK FAILED IN OUT SINCE TOPICS PARTIAL" */
+static int parse_line(char *line, Saved *ret)
+{
+        uint64_t *const numbers[] = {&ret->n_commands, &ret->ok, &ret->failed,
+                                     &ret->in, &ret->out, &ret->since};
+        char *f[12], *p = line;
+        size_t n = 0, len;
+
+        *ret = (Saved){0};
+        while (n < ELEMENTSOF(f) && p)
+                f[n++] = strsep(&p, " ");
+        if (n != ELEMENTSOF(f) || p || strcmp(f[0], "client") != 0 || parse_u64(f[1], &ret->id) < 0)
+                return -EINVAL;
+        if (strcmp(f[2], "unix") == 0)
+                ret->transport = TRANSPORT_UNIX;
+        else if (strcmp(f[2], "tcp") == 0)
+                ret->transport = TRANSPORT_TCP;
+        else
+                return -EINVAL;
+        if (parse_role(f[3], &ret->auth_role) < 0)
+                return -EINVAL;
+        for (size_t i = 0; i < ELEMENTSOF(numbers); i++)
+                if (parse_u64(f[4 + i], numbers[i]) < 0)
+                        return -EINVAL;
+        ret->topics = strcmp(f[10], "-") == 0 ? f[10] + 1 : f[10]; /* "" or "a,b" */
+        len = strcmp(f[11], "-") == 0 ? 0 : strlen(f[11]);
+        if (len % 2)
+                return -EINVAL;
+        /* unhexed in place: the bytes fit where their digits were */
+        ret->partial = f[11];
+        for (size_t i = 0; i < len; i += 2) {
+                int hi = unhex_digit(f[11][i]), lo = unhex_digit(f[11][i + 1]);
+                if (hi < 0 || lo < 0)
+                        return -EINVAL;
+                ret->partial[ret->partial_len++] = (char)(hi << 4 | lo);
+        }
+        return 0;
+}
+
+/* The state memfd's lines; NULL (logged) if it cannot be trusted. */
+static char *read_state(int fd)
+{
+        struct stat st;
+        char *data, version[32];
+        size_t off = 0;
+
+        if (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size > (64 << 20)) {
+                log_error("The stored session state is unreadable; closing the stored clients");
+                return NULL;
+        }
+        data = malloc((size_t)st.st_size + 1);
+        if (!data)
+                return NULL;
+        while (off < (size_t)st.st_size) {
+                ssize_t k = pread(fd, data + off, (size_t)st.st_size - off, (off_t)off);
+                if (k <= 0) {
+                        free(data);
+                        log_error("The stored session state is unreadable; closing the stored "
+                                  "clients");
+                        return NULL;
+                }
+                off += (size_t)k;
+        }
+        data[off] = '\0';
+        if (sscanf(data, "ipcd-handover %31s", version) != 1 ||
+            strcmp(version, "1") != 0) {
+                log_error("The stored session state has version '%s', which this ipcd does not "
+                          "know; closing the stored clients",
+                          sscanf(data, "ipcd-handover %31s", version) == 1 ? version : "?");
+                free(data);
+                return NULL;
+        }
+        return data;
+}
+
+static int take_fd_of(HandoverFds *h, uint64_t id)
+{
+        for (size_t i = 0; i < h->n_clients; i++)
+                if (h->clients[i].id == id && h->clients[i].fd >= 0) {
+                        int fd = h->clients[i].fd;
+                        h->clients[i].fd = -1;
+                        return fd;
+                }
+        return -1;
+}
+
+/* A Client from its socket and its saved state, subscribed, not yet running. */
+static int restore_one(Server *s, int fd, const Saved *v, Client **ret)
+{
+        Address a = {.len = sizeof(a.storage)};
+        _cleanup_(client_unrefp) Client *c = NULL;
+        Role role;
+        int r;
+
+        if (getpeername(fd, &a.sa, &a.len) < 0) {
+                r = -errno;
+                close(fd);
+                return r;
+        }
+        r = client_new(s, fd, &a.sa, a.len, v->transport, &c);
+        if (r < 0)
+                return r;
+        c->id = v->id;
+        c->since_usec = v->since;
+        c->auth_role = v->auth_role;
+        role = client_identity_role(c, c->config);
+        atomic_store(&c->role, MAX(role, c->auth_role));
+        atomic_store(&c->n_commands, v->n_commands);
+        atomic_store(&c->n_ok, v->ok);
+        atomic_store(&c->n_failed, v->failed);
+        atomic_store(&c->n_bytes_in, v->in);
+        atomic_store(&c->outbox.bytes_out, v->out);
+        if (v->partial_len > 0) {
+                r = buffer_append(&c->in, v->partial, v->partial_len);
+                if (r < 0)
+                        return r;
+                c->line_since_usec = now_usec(CLOCK_MONOTONIC);
+        }
+        r = events_restore(c, v->topics);
+        if (r < 0)
+                return r;
+        if (c->transport == TRANSPORT_UNIX && atomic_load(&c->role) != ROLE_ADMIN)
+                c->peer_key = peer_key_uid(c->cred.uid);
+        else if (c->transport == TRANSPORT_TCP)
+                c->peer_key = peer_key_address(&a.sa);
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+int handover_restore(Server *s, HandoverFds *h)
+{
+        Client **restored = NULL;
+        size_t n = 0, failed = 0, running = 0;
+        char *state = NULL, *line, *save = NULL;
+
+        if (h->state_fd < 0 && h->n_clients == 0)
+                return 0;
+        /* Out of the store first: a crash from here on must not restore
+         * these again. */
+        (void)sd_notify(false, "FDSTOREREMOVE=1\nFDNAME=" HANDOVER_STATE_NAME);
+        for (size_t i = 0; i < h->n_clients; i++) {
+                char msg[64];
+                snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=" HANDOVER_CLIENT_NAME "%" PRIu64,
+                         h->clients[i].id);
+                (void)sd_notify(false, msg);
+        }
+        if (h->state_fd >= 0) {
+                state = read_state(h->state_fd);
+                h->state_fd = safe_close(h->state_fd);
+        } else
+                log_error("%zu client socket(s) in systemd's store without their state; closing "
+                          "them",
+                          h->n_clients);
+        restored = calloc(h->n_clients ? h->n_clients : 1, sizeof(*restored));
+        for (line = state && restored ? strtok_r(state, "\n", &save) : NULL; line;
+             line = strtok_r(NULL, "\n", &save)) {
+                Saved v;
+                int fd, r;
+
+                if (strncmp(line, "ipcd-handover ", 14) == 0)
+                        continue;
+                r = parse_line(line, &v);
+                if (r < 0) {
+                        log_error("Ignoring a stored session that cannot be read: %.60s", line);
+                        failed++;
+                        continue;
+                }
+                fd = take_fd_of(h, v.id);
+                if (fd < 0) {
+                        log_warning("Stored session of client %" PRIu64 " came without its "
+                                    "socket; dropping it",
+                                    v.id);
+                        failed++;
+                } else if (restore_one(s, fd, &v, &restored[n]) < 0) {
+                        log_warning("Failed to restore client %" PRIu64 ", closing it", v.id);
+                        failed++;
+                } else
+                        n++;
+        }
+        free(state);
+        for (size_t i = 0; i < h->n_clients; i++)
+                if (h->clients[i].fd >= 0) {
+                        log_warning("Client %" PRIu64 "'s socket came without its state; "
+                                    "closing it",
+                                    h->clients[i].id);
+                        h->clients[i].fd = safe_close(h->clients[i].fd);
+                        failed++;
+                }
+        free(h->clients);
+        *h = HANDOVER_FDS_INIT;
+
+        /* Every subscription is back before any reader runs, so that no
+         * event published meanwhile misses a restored subscriber. */
+        for (size_t i = 0; i < n; i++) {
+                if (registry_restore(&s->registry, restored[i], &s->thread_attr,
+                                     client_reader_thread) < 0) {
+                        log_warning("Failed to start a reader for restored client %" PRIu64
+                                    ", closing it",
+                                    restored[i]->id);
+                        failed++;
+                } else
+                        running++;
+                client_unref(restored[i]);
+        }
+        free(restored);
+        if (running > 0 || failed > 0)
+                log_info("Restored %zu client session(s) from the previous process%s", running,
+                         failed ? "; see above for those that were not" : "");
+        return (int)running;
+}
