@@ -514,7 +514,7 @@ static void reader_linger(Client *c, uint64_t deadline)
                         else if (now >= grace_until)
                                 break;
                 }
-                r = poll(&p, 1, (int)MIN((deadline - now + 999) / 1000, LINGER_POLL_MSEC));
+                r = poll(&p, 1, MIN(poll_timeout_ms(deadline, now), LINGER_POLL_MSEC));
                 if (r == 0) {
                         quiet = true;
                         continue;
@@ -546,7 +546,7 @@ static void reader_arm_timeout(Client *c, uint64_t now)
                 want = want ? MIN(want, (uint64_t)cf->client_idle_timeout_sec * 1000000)
                             : (uint64_t)cf->client_idle_timeout_sec * 1000000;
         if (want != c->rcvtimeo_usec) {
-                struct timeval tv = {.tv_sec = want / 1000000, .tv_usec = want % 1000000};
+                struct timeval tv = usec_to_timeval(want);
                 (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
                 c->rcvtimeo_usec = want;
         }

@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <inttypes.h>
 
 #define SD_JOURNAL_SUPPRESS_LOCATION 1
@@ -39,11 +38,6 @@ void log_open(void)
                 use_journal = st.st_dev == (dev_t)dev && st.st_ino == (ino_t)ino;
 }
 
-bool log_to_journal(void)
-{
-        return use_journal;
-}
-
 int log_level_from_string(const char *s)
 {
         for (size_t i = 0; i < ELEMENTSOF(level_names); i++)
@@ -61,14 +55,6 @@ const char *log_level_to_string(int level)
         if (level < 0 || (size_t)level >= ELEMENTSOF(level_names))
                 return NULL;
         return level_names[level];
-}
-
-uint64_t now_usec(int clock)
-{
-        struct timespec ts;
-
-        clock_gettime(clock, &ts);
-        return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 int log_full(int level, int error, const struct Client *c, const char *const *commands,

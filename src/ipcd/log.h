@@ -12,13 +12,13 @@
 #include <syslog.h>
 
 #include "macro.h"
+#include "time-util.h"
 
 struct Client;
 
 extern atomic_int log_max_level;
 
 void log_open(void);
-bool log_to_journal(void);
 int log_level_from_string(const char *s);
 const char *log_level_to_string(int level);
 
@@ -75,5 +75,3 @@ typedef struct RateLimit {
 
 /* True if a message may be logged now. */
 bool ratelimit_below(RateLimit *rl);
-
-uint64_t now_usec(int clock);

@@ -10,6 +10,7 @@
 
 #include "macro.h"
 #include "queue.h"
+#include "time-util.h"
 
 int queue_init(Queue *q, size_t limit)
 {
@@ -386,7 +387,7 @@ void queue_set_limit(Queue *q, size_t limit)
 
 int queue_wait_space_until(Queue *q, uint64_t deadline)
 {
-        struct timespec ts = {.tv_sec = deadline / 1000000, .tv_nsec = (deadline % 1000000) * 1000};
+        struct timespec ts = usec_to_timespec(deadline);
         int r = 0;
 
         pthread_mutex_lock(&q->lock);

@@ -495,11 +495,6 @@ static void server_accept(Server *s, Listener *l, uint64_t *paused_until)
 /* How often the drain re-kicks readers that have not noticed the stop yet. */
 #define DRAIN_KICK_USEC (20 * 1000)
 
-static struct timespec timespec_at(uint64_t usec)
-{
-        return (struct timespec){.tv_sec = usec / 1000000, .tv_nsec = (usec % 1000000) * 1000};
-}
-
 static int server_drain(Server *s)
 {
         Config *config = server_config(s);
@@ -511,7 +506,7 @@ static int server_drain(Server *s)
         for (size_t i = 0; i < s->n_listeners; i++)
                 listener_close(&s->listeners[i]);
 
-        until = now_usec(CLOCK_MONOTONIC) + (uint64_t)config->drain_timeout_sec * 1000000;
+        until = now_usec(CLOCK_MONOTONIC) + (uint64_t)config->drain_timeout_sec * USEC_PER_SEC;
 
         pthread_mutex_lock(&s->lock);
         s->stopping = true;
@@ -526,7 +521,7 @@ static int server_drain(Server *s)
          * read(): kick again those that have not seen it. */
         pthread_mutex_lock(&s->lock);
         while (s->n_clients > 0 && (now = now_usec(CLOCK_MONOTONIC)) < until) {
-                ts = timespec_at(MIN(until, now + DRAIN_KICK_USEC));
+                ts = usec_to_timespec(MIN(until, now + DRAIN_KICK_USEC));
                 if (pthread_cond_timedwait(&s->drained, &s->lock, &ts) == ETIMEDOUT)
                         for (Client *c = s->clients; c; c = c->next)
                                 if (!atomic_load(&c->stop_seen))
@@ -536,7 +531,7 @@ static int server_drain(Server *s)
         if (left > 0) {
                 for (Client *c = s->clients; c; c = c->next)
                         client_abort(c);
-                ts = timespec_at(now_usec(CLOCK_MONOTONIC) + 1000000);
+                ts = usec_to_timespec(now_usec(CLOCK_MONOTONIC) + USEC_PER_SEC);
                 while (s->n_clients > 0)
                         if (pthread_cond_timedwait(&s->drained, &s->lock, &ts) == ETIMEDOUT)
                                 break;
@@ -602,8 +597,7 @@ static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since, uint64_t
 {
         static RateLimit wedged_rl = RATELIMIT_INIT(10 * 1000000, 1);
         uint64_t now = now_usec(CLOCK_MONOTONIC);
-        uint64_t until = now_usec(CLOCK_REALTIME) + 2 * 1000000;
-        struct timespec deadline = {.tv_sec = until / 1000000, .tv_nsec = (until % 1000000) * 1000};
+        struct timespec deadline = usec_to_timespec(now_usec(CLOCK_REALTIME) + 2 * USEC_PER_SEC);
         unsigned n_clients, exit_idle_sec;
         uint64_t commands;
 
@@ -698,7 +692,7 @@ int server_run(Server *s)
                         }
                 wake = paused ? MIN(paused_until, next_tick) : next_tick;
                 wake = wake > now ? wake - now : 0;
-                tv = (struct timeval){.tv_sec = wake / 1000000, .tv_usec = wake % 1000000};
+                tv = usec_to_timeval(wake);
 
                 r = select(maxfd + 1, &rfds, NULL, NULL, &tv);
                 if (r < 0) {
