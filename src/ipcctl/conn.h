@@ -21,16 +21,10 @@
 #include "buffer.h"
 #include "macro.h"
 #include "proto.h"
+#include "time-util.h"
 
-typedef uint64_t usec_t;
-#define USEC_INFINITY UINT64_MAX
-#define USEC_PER_SEC  1000000ULL
-
-/* CLOCK_MONOTONIC in microseconds. */
-usec_t now_usec(void);
-/* The deadline that lies `timeout` from now; 0 means no deadline. */
-usec_t deadline_after(usec_t timeout);
-/* poll() restarted on EINTR until the deadline: > 0, or -ETIME. */
+/* poll() restarted on EINTR until the (CLOCK_MONOTONIC) deadline: > 0, or
+ * -ETIME. */
 int poll_deadline(struct pollfd *fds, nfds_t n, usec_t deadline);
 
 /* Largest payload accepted from the server (a protection, not a limit of
