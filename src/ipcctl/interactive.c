@@ -728,7 +728,7 @@ int run_interactive(void)
         sigaddset(&mask, SIGHUP);
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0 ||
             (sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0) {
-                log_error("cannot set up signal handling: %s", strerror(errno));
+                log_error_errno(errno, "cannot set up signal handling: %m");
                 return EXIT_STATUS_FAILED;
         }
 

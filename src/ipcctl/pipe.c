@@ -179,7 +179,7 @@ static int pipe_run(Pipe *p, usec_t deadline)
                         if (r == -ENOMEM)
                                 return session_error(r);
                         if (r < 0) {
-                                log_error("cannot read standard input: %s", strerror(-r));
+                                log_error_errno(r, "cannot read standard input: %m");
                                 return EXIT_STATUS_FAILED;
                         }
                 }

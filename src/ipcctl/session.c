@@ -34,13 +34,13 @@ int session_error(int r)
                 return EXIT_STATUS_CONNECTION;
         case -EBADMSG:
         case -EMSGSIZE:
-                log_error("malformed frame from %s: %s", target, strerror(-r));
+                log_error_errno(r, "malformed frame from %s: %m", target);
                 return EXIT_STATUS_CONNECTION;
         case -ENOMEM:
                 log_error("out of memory");
                 return EXIT_STATUS_FAILED;
         default:
-                log_error("connection to %s failed: %s", target, strerror(-r));
+                log_error_errno(r, "connection to %s failed: %m", target);
                 return EXIT_STATUS_CONNECTION;
         }
 }
@@ -182,11 +182,13 @@ int session_open(usec_t deadline, Conn **ret)
                                   token_file);
                         return EXIT_STATUS_USAGE;
                 }
-                if (r < 0) {
+                if (r == -EBADFD || r == -EFBIG) {
                         log_error("cannot read token file %s: %s", token_file,
-                                  r == -EBADFD  ? "not a regular file"
-                                  : r == -EFBIG ? "longer than 4096 bytes"
-                                                : strerror(-r));
+                                  r == -EBADFD ? "not a regular file" : "longer than 4096 bytes");
+                        return EXIT_STATUS_USAGE;
+                }
+                if (r < 0) {
+                        log_error_errno(r, "cannot read token file %s: %m", token_file);
                         return EXIT_STATUS_USAGE;
                 }
         }
@@ -195,7 +197,7 @@ int session_open(usec_t deadline, Conn **ret)
                 snprintf(target, sizeof(target), "%s", arg_host);
                 r = connect_ssh(arg_host + 4, &c);
                 if (r < 0) {
-                        log_error("cannot run ssh for %s: %s", target, strerror(-r));
+                        log_error_errno(r, "cannot run ssh for %s: %m", target);
                         return EXIT_STATUS_CONNECTION;
                 }
         } else if (arg_socket)
@@ -209,10 +211,14 @@ int session_open(usec_t deadline, Conn **ret)
                 path = e;
         else {
                 r = address_client_socket_path(buf, sizeof(buf));
+                if (r == -ENXIO) {
+                        log_error("cannot find the daemon's socket: $XDG_RUNTIME_DIR is not set "
+                                  "(use -s, -H or $IPCD_SOCKET)");
+                        return EXIT_STATUS_CONNECTION;
+                }
                 if (r < 0) {
-                        log_error("cannot find the daemon's socket: %s (use -s, -H or "
-                                  "$IPCD_SOCKET)",
-                                  r == -ENXIO ? "$XDG_RUNTIME_DIR is not set" : strerror(-r));
+                        log_error_errno(r, "cannot find the daemon's socket: %m (use -s, -H or "
+                                           "$IPCD_SOCKET)");
                         return EXIT_STATUS_CONNECTION;
                 }
                 path = buf;
@@ -231,9 +237,12 @@ int session_open(usec_t deadline, Conn **ret)
         }
         if (r == -ETIME)
                 return session_error(r);
+        if (r == -EADDRNOTAVAIL && !path) {
+                log_error("cannot connect to %s: host not found", target);
+                return EXIT_STATUS_CONNECTION;
+        }
         if (r < 0) {
-                log_error("cannot connect to %s: %s", target,
-                          r == -EADDRNOTAVAIL && !path ? "host not found" : strerror(-r));
+                log_error_errno(r, "cannot connect to %s: %m", target);
                 return EXIT_STATUS_CONNECTION;
         }
 
