@@ -5,6 +5,7 @@
  * CLOCK_MONOTONIC times, so one -t budget can be spent across connecting,
  * authenticating and waiting for the answer.
  */
+#include <assert.h>
 #include <errno.h>
 #include <netdb.h>
 #include <signal.h>
@@ -272,6 +273,11 @@ int conn_flush(Conn *c)
                 done += (size_t)n;
         }
         buffer_consume(&c->out, done);
+        if (r < 0 && r != -EAGAIN) {
+                buffer_clear(&c->out);
+                if (c->write_error == 0)
+                        c->write_error = r;
+        }
         return r;
 }
 
@@ -325,14 +331,41 @@ int conn_read_frame_wait(Conn *c, ProtoFrame *f, usec_t deadline)
                         return r;
                 if (c->eof)
                         return -ECONNRESET;
-                r = conn_receive(c);
-                if (r == -EAGAIN) {
-                        r = fd_wait(c->fd, POLLIN, deadline);
-                        if (r < 0)
-                                return r;
-                        continue;
-                }
+                r = conn_pump(c, NULL, 0, deadline);
                 if (r < 0)
                         return r;
         }
+}
+
+int conn_pump(Conn *c, struct pollfd *extra, size_t n_extra, usec_t deadline)
+{
+        struct pollfd p[1 + CONN_PUMP_EXTRA_MAX];
+        int r;
+
+        assert(n_extra <= CONN_PUMP_EXTRA_MAX);
+        for (size_t i = 0; i < n_extra; i++)
+                extra[i].revents = 0;
+        if (c->out.len > 0) {
+                r = conn_flush(c);
+                if (r < 0 && r != -EAGAIN)
+                        return 0; /* in c->write_error; the read side will tell the rest */
+        }
+
+        p[0] = (struct pollfd){.fd = c->fd, .events = POLLIN};
+        if (c->out.len > 0)
+                p[0].events |= POLLOUT;
+        for (size_t i = 0; i < n_extra; i++)
+                p[1 + i] = extra[i];
+        r = poll_deadline(p, 1 + n_extra, deadline);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_extra; i++)
+                extra[i].revents = p[1 + i].revents;
+
+        if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+                r = conn_receive(c);
+                if (r < 0 && r != -EAGAIN)
+                        return r;
+        }
+        return 0;
 }

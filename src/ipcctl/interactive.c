@@ -5,7 +5,7 @@
  * `quit` is sent; either way the session ends once every answer owed has
  * been printed.
  *
- * One poll() loop over the terminal, the socket and a signalfd. libedit is
+ * One conn_pump() loop over the terminal, the socket and a signalfd. libedit is
  * driven through its callback interface (rl_callback_read_char()), so the
  * prompt stays live while answers and EVENT frames arrive: anything printed
  * while the prompt is shown erases the prompt line, prints whole lines, and
@@ -631,36 +631,25 @@ static int session_run(Session *s, int sfd)
 
         prompt_show(s);
         while (!s->done) {
-                struct pollfd p[3] = {
-                    {.fd = -1, .events = POLLIN},
-                    {.fd = s->conn->fd, .events = POLLIN},
+                struct pollfd p[2] = {
+                    {.fd = s->prompt ? STDIN_FILENO : -1, .events = POLLIN},
                     {.fd = sfd, .events = POLLIN},
                 };
 
-                if (s->conn->out.len > 0) {
-                        r = conn_flush(s->conn);
-                        if (r == -EAGAIN)
-                                p[1].events |= POLLOUT;
-                        else if (r < 0) {
-                                prompt_hide(s);
-                                return session_error(r);
-                        }
-                }
                 r = output_flush(&s->out);
                 if (r < 0) {
                         prompt_hide(s);
                         return log_output_error(r);
                 }
-
-                if (s->prompt)
-                        p[0].fd = STDIN_FILENO;
-                r = poll_deadline(p, ELEMENTSOF(p), USEC_INFINITY);
+                r = conn_pump(s->conn, p, ELEMENTSOF(p), USEC_INFINITY);
+                if (r == 0 && s->conn->write_error)
+                        r = s->conn->write_error;
                 if (r < 0) {
                         prompt_hide(s);
                         return session_error(r);
                 }
 
-                if (p[2].revents) {
+                if (p[1].revents) {
                         r = handle_signal(s, sfd);
                         if (r != 0) {
                                 prompt_hide(s);
@@ -668,27 +657,21 @@ static int session_run(Session *s, int sfd)
                         }
                         if (s->done)
                                 break;
-                        continue; /* the connection may be a new one */
+                        /* After a Ctrl-C that cancelled, s->conn is a new
+                         * connection with nothing read yet. */
                 }
-                if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-                        r = conn_receive(s->conn);
-                        if (r < 0 && r != -EAGAIN) {
-                                prompt_hide(s);
-                                return session_error(r);
-                        }
-                        r = handle_frames(s);
-                        if (r != 0)
-                                return r;
-                        if (s->done)
-                                break;
-                        if (s->conn->eof) {
-                                prompt_hide(s);
-                                fputc('\n', stdout);
-                                fflush(stdout);
-                                return session_error(-ECONNRESET);
-                        }
+                r = handle_frames(s);
+                if (r != 0)
+                        return r;
+                if (s->done)
+                        break;
+                if (s->conn->eof) {
+                        prompt_hide(s);
+                        fputc('\n', stdout);
+                        fflush(stdout);
+                        return session_error(-ECONNRESET);
                 }
-                if (p[0].revents && s->prompt && !s->done) {
+                if (p[0].revents && s->prompt) {
                         s->have_line = false;
                         rl_callback_read_char();
                         if (s->have_line) {
