@@ -1,9 +1,10 @@
 /*
  * conn.c - ipcctl's connection to the daemon; see conn.h.
  *
- * Each Conn belongs to the one thread of ipcctl. Deadlines are absolute
- * CLOCK_MONOTONIC times, so one -t budget can be spent across connecting,
- * authenticating and waiting for the answer.
+ * Each Conn belongs to one thread (ipcctl's only one, the bridge's main
+ * thread); no lock. Deadlines are absolute CLOCK_MONOTONIC times, so one -t
+ * budget can be spent across connecting, authenticating and waiting for the
+ * answer.
  */
 #include <assert.h>
 #include <errno.h>

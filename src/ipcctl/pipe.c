@@ -17,6 +17,8 @@
  *
  * Exit status: 1 if any answer was ERR, 3 if the connection broke before
  * every answer arrived, 4 on timeout, 0 otherwise.
+ *
+ * The Pipe is run_pipe()'s, on its stack, in ipcctl's one thread.
  */
 #include <errno.h>
 #include <stdio.h>

@@ -4,8 +4,9 @@
  * address.h), connecting under the -t deadline, and authenticating with
  * --token-file/$IPCD_TOKEN_FILE before the verb runs.
  *
- * Owns the target's display string (static, set once by session_open()).
- * Prints its own diagnostics, like the verbs, and returns exit statuses.
+ * Owns the target's display string (static, set by session_open(); ipcctl
+ * has one thread). Prints its own diagnostics with log_error(), like the
+ * verbs, and returns exit statuses.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -45,12 +46,32 @@ int session_error(int r)
         }
 }
 
-/* The token: the whole file less one line end, as ipcd reads it (secret.h). */
-static int read_token(const char *path, char **ret)
+/*
+ * The token of --token-file or $IPCD_TOKEN_FILE: the whole file less one
+ * line end, as ipcd reads it (secret.h). Returns 0, with *ret NULL if there
+ * is no token file, or an exit status after saying what is wrong with it.
+ */
+static int read_token(char **ret)
 {
+        const char *path = arg_token_file, *e;
         size_t n;
+        int r;
 
-        return secret_read_file(path, false, ret, &n);
+        if (!path && (e = getenv("IPCD_TOKEN_FILE")) && *e)
+                path = e;
+        if (!path)
+                return 0;
+        r = secret_read_file(path, false, ret, &n);
+        if (r == -ENODATA)
+                log_error("token file %s is empty", path);
+        else if (r == -EINVAL)
+                log_error("token file %s holds more than one line (or a NUL byte)", path);
+        else if (r == -EBADFD || r == -EFBIG)
+                log_error("cannot read token file %s: %s", path,
+                          r == -EBADFD ? "not a regular file" : "longer than 4096 bytes");
+        else if (r < 0)
+                log_error_errno(r, "cannot read token file %s: %m", path);
+        return r < 0 ? EXIT_STATUS_USAGE : 0;
 }
 
 static int authenticate(Conn *c, const char *token, usec_t deadline)
@@ -165,33 +186,13 @@ int session_open(usec_t deadline, Conn **ret)
 {
         _cleanup_free_ char *token = NULL, *host = NULL, *port = NULL;
         _cleanup_conn_ Conn *c = NULL;
-        const char *token_file = arg_token_file, *path = NULL, *e;
+        const char *path = NULL, *e;
         char buf[ADDRESS_STRING_MAX], portbuf[8];
         int r;
 
-        if (!token_file && (e = getenv("IPCD_TOKEN_FILE")) && *e)
-                token_file = e;
-        if (token_file) {
-                r = read_token(token_file, &token);
-                if (r == -ENODATA) {
-                        log_error("token file %s is empty", token_file);
-                        return EXIT_STATUS_USAGE;
-                }
-                if (r == -EINVAL) {
-                        log_error("token file %s holds more than one line (or a NUL byte)",
-                                  token_file);
-                        return EXIT_STATUS_USAGE;
-                }
-                if (r == -EBADFD || r == -EFBIG) {
-                        log_error("cannot read token file %s: %s", token_file,
-                                  r == -EBADFD ? "not a regular file" : "longer than 4096 bytes");
-                        return EXIT_STATUS_USAGE;
-                }
-                if (r < 0) {
-                        log_error_errno(r, "cannot read token file %s: %m", token_file);
-                        return EXIT_STATUS_USAGE;
-                }
-        }
+        r = read_token(&token);
+        if (r != 0)
+                return r;
 
         if (arg_host && strncmp(arg_host, "ssh:", 4) == 0) {
                 snprintf(target, sizeof(target), "%s", arg_host);

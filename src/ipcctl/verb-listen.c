@@ -7,7 +7,9 @@
  *
  * -t bounds connecting and the answer to `subscribe` only; events may take
  * as long as they like. The signals are taken through a signalfd polled
- * beside the socket, so that an interrupted listen still flushes stdout.
+ * beside the socket (conn_pump()), so that an interrupted listen still
+ * flushes stdout. One thread; the connection and the Output are
+ * verb_listen()'s.
  */
 #include <errno.h>
 #include <getopt.h>
