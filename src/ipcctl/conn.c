@@ -153,8 +153,9 @@ int conn_connect_tcp(const char *host, const char *port, usec_t deadline, Conn *
             .ai_socktype = SOCK_STREAM,
         };
         struct addrinfo *res = NULL;
-        int fd = -1, r;
+        _cleanup_close_ int fd = -1;
         Conn *c;
+        int r;
 
         r = getaddrinfo(host, port, &hints, &res);
         if (r == EAI_MEMORY)
@@ -185,10 +186,9 @@ int conn_connect_tcp(const char *host, const char *port, usec_t deadline, Conn *
                 return r;
 
         c = conn_new(fd);
-        if (!c) {
-                safe_close(fd);
+        if (!c)
                 return -ENOMEM;
-        }
+        TAKE_FD(fd);
         *ret = c;
         return 0;
 }
