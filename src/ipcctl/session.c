@@ -131,7 +131,7 @@ static int connect_ssh(const char *spec, Conn **ret)
         const char *ssh = getenv("IPCCTL_SSH"), *remote = getenv("IPCCTL_SSH_REMOTE");
         const char *hp = spec, *at = strrchr(spec, '@');
         char *argv[16];
-        Buffer cmd = BUFFER_INIT;
+        _cleanup_(buffer_done) Buffer cmd = BUFFER_INIT;
         size_t n = 0;
         int r;
 
@@ -157,10 +157,8 @@ static int connect_ssh(const char *spec, Conn **ret)
         }
         if (r >= 0)
                 r = buffer_append(&cmd, "", 1);
-        if (r < 0) {
-                buffer_done(&cmd);
+        if (r < 0)
                 return r;
-        }
 
         argv[n++] = (char *)ssh;
         argv[n++] = (char *)"-T"; /* no terminal: the protocol is 8-bit clean */
@@ -177,9 +175,7 @@ static int connect_ssh(const char *spec, Conn **ret)
         argv[n++] = host;
         argv[n++] = cmd.data;
         argv[n] = NULL;
-        r = conn_connect_command(argv, ret);
-        buffer_done(&cmd);
-        return r;
+        return conn_connect_command(argv, ret);
 }
 
 int session_open(usec_t deadline, Conn **ret)
