@@ -57,14 +57,14 @@ int run_stdio_bridge(void)
         if (!path) {
                 r = address_client_socket_path(buf, sizeof(buf));
                 if (r < 0) {
-                        log_error("cannot find the daemon's socket: %s", strerror(-r));
+                        log_error_errno(r, "cannot find the daemon's socket: %m");
                         return EXIT_STATUS_CONNECTION;
                 }
                 path = buf;
         }
         r = conn_connect_unix(path, deadline_after(arg_timeout), &c);
         if (r < 0) {
-                log_error("cannot connect to unix:%s: %s", path, strerror(-r));
+                log_error_errno(r, "cannot connect to unix:%s: %m", path);
                 return EXIT_STATUS_CONNECTION;
         }
 

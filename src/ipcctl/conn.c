@@ -1,70 +1,37 @@
 /*
  * conn.c - ipcctl's connection to the daemon; see conn.h.
  *
- * Each Conn belongs to the one thread of ipcctl. Deadlines are absolute
- * CLOCK_MONOTONIC times, so one -t budget can be spent across connecting,
- * authenticating and waiting for the answer.
+ * Each Conn belongs to one thread (ipcctl's only one, the bridge's main
+ * thread); no lock. Deadlines are absolute CLOCK_MONOTONIC times, so one -t
+ * budget can be spent across connecting, authenticating and waiting for the
+ * answer.
  */
+#include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
-#include <time.h>
 
 #include "address.h"
 #include "conn.h"
+#include "fd-util.h"
 
 extern char **environ;
-
-usec_t now_usec(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (usec_t)ts.tv_sec * USEC_PER_SEC + (usec_t)ts.tv_nsec / 1000;
-}
-
-usec_t deadline_after(usec_t timeout)
-{
-        usec_t n;
-
-        if (timeout == 0)
-                return USEC_INFINITY;
-        n = now_usec();
-        return timeout >= USEC_INFINITY - n ? USEC_INFINITY : n + timeout;
-}
-
-/* Milliseconds left for poll(), rounded up so that we never wake up early
- * and spin; -1 for no deadline. */
-static int poll_timeout(usec_t deadline)
-{
-        usec_t n, left;
-
-        if (deadline == USEC_INFINITY)
-                return -1;
-        n = now_usec();
-        if (n >= deadline)
-                return 0;
-        left = (deadline - n + 999) / 1000;
-        return left > INT32_MAX ? INT32_MAX : (int)left;
-}
 
 int poll_deadline(struct pollfd *fds, nfds_t n, usec_t deadline)
 {
         for (;;) {
-                int t = poll_timeout(deadline), r;
+                int t = poll_timeout_ms(deadline, now_usec(CLOCK_MONOTONIC)), r;
 
                 r = poll(fds, n, t);
                 if (r > 0)
                         return r;
                 if (r < 0 && errno != EINTR)
                         return -errno;
-                if (r == 0 && t >= 0 && now_usec() >= deadline)
+                if (r == 0 && t >= 0 && now_usec(CLOCK_MONOTONIC) >= deadline)
                         return -ETIME;
         }
 }
@@ -105,15 +72,6 @@ Conn *conn_free(Conn *c)
         return NULL;
 }
 
-static int set_nonblock(int fd)
-{
-        int flags = fcntl(fd, F_GETFL);
-
-        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
-                return -errno;
-        return 0;
-}
-
 int conn_connect_unix(const char *path, usec_t deadline, Conn **ret)
 {
         _cleanup_close_ int fd = -1;
@@ -133,11 +91,8 @@ int conn_connect_unix(const char *path, usec_t deadline, Conn **ret)
         if (fd < 0)
                 return -errno;
         if (deadline != USEC_INFINITY) {
-                usec_t n = now_usec(), left = deadline > n ? deadline - n : 1;
-                struct timeval tv = {
-                    .tv_sec = (time_t)(left / USEC_PER_SEC),
-                    .tv_usec = (suseconds_t)(left % USEC_PER_SEC),
-                };
+                usec_t n = now_usec(CLOCK_MONOTONIC), left = deadline > n ? deadline - n : 1;
+                struct timeval tv = usec_to_timeval(left);
                 if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
                         return -errno;
         }
@@ -154,7 +109,7 @@ int conn_connect_unix(const char *path, usec_t deadline, Conn **ret)
                 struct timeval zero = {0};
                 (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof(zero));
         }
-        r = set_nonblock(fd);
+        r = fd_nonblock(fd, true);
         if (r < 0)
                 return r;
 
@@ -198,8 +153,9 @@ int conn_connect_tcp(const char *host, const char *port, usec_t deadline, Conn *
             .ai_socktype = SOCK_STREAM,
         };
         struct addrinfo *res = NULL;
-        int fd = -1, r;
+        _cleanup_close_ int fd = -1;
         Conn *c;
+        int r;
 
         r = getaddrinfo(host, port, &hints, &res);
         if (r == EAI_MEMORY)
@@ -230,10 +186,9 @@ int conn_connect_tcp(const char *host, const char *port, usec_t deadline, Conn *
                 return r;
 
         c = conn_new(fd);
-        if (!c) {
-                safe_close(fd);
+        if (!c)
                 return -ENOMEM;
-        }
+        TAKE_FD(fd);
         *ret = c;
         return 0;
 }
@@ -270,7 +225,7 @@ int conn_connect_command(char *const *argv, Conn **ret)
                 safe_close(sv[0]);
                 return -r;
         }
-        r = set_nonblock(sv[0]);
+        r = fd_nonblock(sv[0], true);
         c = r < 0 ? NULL : conn_new(sv[0]);
         if (!c) {
                 safe_close(sv[0]);
@@ -319,6 +274,11 @@ int conn_flush(Conn *c)
                 done += (size_t)n;
         }
         buffer_consume(&c->out, done);
+        if (r < 0 && r != -EAGAIN) {
+                buffer_clear(&c->out);
+                if (c->write_error == 0)
+                        c->write_error = r;
+        }
         return r;
 }
 
@@ -372,14 +332,41 @@ int conn_read_frame_wait(Conn *c, ProtoFrame *f, usec_t deadline)
                         return r;
                 if (c->eof)
                         return -ECONNRESET;
-                r = conn_receive(c);
-                if (r == -EAGAIN) {
-                        r = fd_wait(c->fd, POLLIN, deadline);
-                        if (r < 0)
-                                return r;
-                        continue;
-                }
+                r = conn_pump(c, NULL, 0, deadline);
                 if (r < 0)
                         return r;
         }
+}
+
+int conn_pump(Conn *c, struct pollfd *extra, size_t n_extra, usec_t deadline)
+{
+        struct pollfd p[1 + CONN_PUMP_EXTRA_MAX];
+        int r;
+
+        assert(n_extra <= CONN_PUMP_EXTRA_MAX);
+        for (size_t i = 0; i < n_extra; i++)
+                extra[i].revents = 0;
+        if (c->out.len > 0) {
+                r = conn_flush(c);
+                if (r < 0 && r != -EAGAIN)
+                        return 0; /* in c->write_error; the read side will tell the rest */
+        }
+
+        p[0] = (struct pollfd){.fd = c->fd, .events = POLLIN};
+        if (c->out.len > 0)
+                p[0].events |= POLLOUT;
+        for (size_t i = 0; i < n_extra; i++)
+                p[1 + i] = extra[i];
+        r = poll_deadline(p, 1 + n_extra, deadline);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_extra; i++)
+                extra[i].revents = p[1 + i].revents;
+
+        if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+                r = conn_receive(c);
+                if (r < 0 && r != -EAGAIN)
+                        return r;
+        }
+        return 0;
 }

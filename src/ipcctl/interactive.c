@@ -5,7 +5,7 @@
  * `quit` is sent; either way the session ends once every answer owed has
  * been printed.
  *
- * One poll() loop over the terminal, the socket and a signalfd. libedit is
+ * One conn_pump() loop over the terminal, the socket and a signalfd. libedit is
  * driven through its callback interface (rl_callback_read_char()), so the
  * prompt stays live while answers and EVENT frames arrive: anything printed
  * while the prompt is shown erases the prompt line, prints whole lines, and
@@ -19,56 +19,39 @@
  * topics subscribed here given again, silently. SIGTERM and SIGHUP close
  * the session (exit 0).
  *
- * Tab completes the command names the daemon lets this client run, asked
- * of it with a `help` of our own at the start and again after a `reload`
- * or `auth` (the answer is not shown), and help's argument; at an argument
- * of a known command it shows the command's usage line instead.
+ * The names for Tab (prompt.c) are asked of the daemon with a `help` of our
+ * own at the start and again after a `reload` or `auth` (the answer is not
+ * shown). `auth` lines never go into the history. -t bounds connecting and
+ * authenticating only.
  *
- * History: $XDG_STATE_HOME/ipcctl_history, else ~/.ipcctl_history, read at
- * start and written (mode 0600) at the end; any failure is ignored. `auth`
- * lines are never recorded. -t bounds connecting and authenticating only.
- *
- * The state is one static Session, because libedit's line callback takes no
- * user data.
+ * The Session belongs to run_interactive(), on its stack; the terminal's
+ * state is prompt.c's. ipcctl has one thread.
  */
 #include <errno.h>
 #include <locale.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
-
-#include <editline/readline.h>
 
 #include "ipcctl.h"
 #include "output.h"
-
-#define PROMPT "> "
+#include "prompt.h"
 
 typedef struct Session {
         Conn *conn;
         Output out;
         ProtoRequest req;
         Buffer partial; /* MORE output not ended by a LF yet */
-        char *line;     /* handed over by the libedit callback */
-        bool have_line; /* the callback ran (line NULL: end of input) */
-        bool prompt;    /* libedit's handler is installed */
-        bool erase_ok;  /* the terminal understands "\r\033[K" */
         bool leaving;   /* exit, quit or Ctrl-D: leave once all is answered */
         bool done;
         size_t outstanding; /* requests sent, not answered yet */
         KindFifo kinds;     /* what each of them is, for --json */
         KindFifo tags;      /* and whose: a RequestTag each */
-        char **names;       /* the commands we may run (help), for Tab */
-        char **usages;      /* their usage lines, same order */
-        size_t n_names;
-        char **topics; /* subscribed from this prompt, given again after Ctrl-C */
+        char **topics;      /* subscribed from this prompt, given again after Ctrl-C */
         size_t n_topics;
         char *auth_line;    /* the last auth typed that succeeded */
         char *auth_pending; /* an auth typed, not answered yet */
-        char *history;
 } Session;
 
 /* Who asked: the user (printed) or this session itself (not printed). */
@@ -80,54 +63,6 @@ typedef enum RequestTag {
         TAG_NAMES,       /* our help: the names for Tab */
         TAG_SILENT,      /* re-subscribing or re-authenticating after Ctrl-C */
 } RequestTag;
-
-static Session session;
-
-static inline void *mfree(void *p)
-{
-        free(p);
-        return NULL;
-}
-
-static void on_line(char *line)
-{
-        session.line = line;
-        session.have_line = true;
-}
-
-static void prompt_show(Session *s)
-{
-        /* This libedit leaves its "unbuffered" mode after each line, so the
-         * handler is installed again for every prompt; newer versions stay
-         * in it, and installing again is then harmless. */
-        rl_callback_handler_install(PROMPT, on_line);
-        s->prompt = true;
-}
-
-static void prompt_hide(Session *s)
-{
-        if (s->prompt)
-                rl_callback_handler_remove();
-        s->prompt = false;
-}
-
-/* Before printing while the prompt is shown: wipe the prompt line. */
-static void print_begin(Session *s)
-{
-        if (s->prompt) {
-                fputs(s->erase_ok ? "\r\033[K" : "\n", stdout);
-        }
-}
-
-/* After printing: let libedit redraw the prompt and the typed text. */
-static int print_end(Session *s)
-{
-        int r = output_flush(&s->out);
-
-        if (s->prompt)
-                rl_forced_update_display();
-        return r;
-}
 
 static int print_answer(Session *s, const ProtoFrame *f)
 {
@@ -181,71 +116,25 @@ static int print_answer(Session *s, const ProtoFrame *f)
         return 0;
 }
 
-static void names_clear(Session *s)
-{
-        for (size_t i = 0; i < s->n_names; i++) {
-                free(s->names[i]);
-                free(s->usages[i]);
-        }
-        s->names = mfree(s->names);
-        s->usages = mfree(s->usages);
-        s->n_names = 0;
-}
-
-/* Take the names and usages out of help's "USAGE - description" lines. */
-static void names_set(Session *s, const char *p, size_t len)
-{
-        size_t n = 0;
-
-        names_clear(s);
-        if (!p || len == 0)
-                return;
-        for (size_t i = 0; i < len; i++)
-                n += p[i] == '\n';
-        s->names = calloc(n + 1, sizeof(char *));
-        s->usages = calloc(n + 1, sizeof(char *));
-        if (!s->names || !s->usages) {
-                s->names = mfree(s->names);
-                s->usages = mfree(s->usages);
-                return;
-        }
-        for (const char *line = p, *end = p + len; line < end && s->n_names < n;) {
-                const char *lf = memchr(line, '\n', (size_t)(end - line)), *sep, *sp;
-                size_t ulen;
-
-                if (!lf)
-                        break;
-                sep = memmem(line, (size_t)(lf - line), " - ", 3);
-                ulen = sep ? (size_t)(sep - line) : (size_t)(lf - line);
-                sp = memchr(line, ' ', ulen);
-                if (ulen > 0) {
-                        char *name = strndup(line, sp ? (size_t)(sp - line) : ulen);
-                        char *usage = strndup(line, ulen);
-                        if (!name || !usage) {
-                                free(name);
-                                free(usage);
-                                break;
-                        }
-                        s->names[s->n_names] = name;
-                        s->usages[s->n_names++] = usage;
-                }
-                line = lf + 1;
-        }
-}
-
-static int queue_own(Session *s, RequestTag tag, char *const *argv, size_t n)
+/* A request was queued: an answer of this kind is owed, to this tag. */
+static int expect_answer(Session *s, RequestTag tag, AnswerKind kind)
 {
         unsigned char t = (unsigned char)tag;
         int r;
 
-        r = conn_queue_request(s->conn, argv, n);
-        if (r >= 0)
-                r = kind_fifo_push(&s->kinds, ANSWER_STREAM);
+        r = kind_fifo_push(&s->kinds, kind);
         if (r >= 0)
                 r = buffer_append(&s->tags.b, &t, 1);
         if (r >= 0)
                 s->outstanding++;
         return r;
+}
+
+static int queue_own(Session *s, RequestTag tag, char *const *argv, size_t n)
+{
+        int r = conn_queue_request(s->conn, argv, n);
+
+        return r < 0 ? r : expect_answer(s, tag, ANSWER_STREAM);
 }
 
 static int ask_names(Session *s)
@@ -263,15 +152,14 @@ static void answered(Session *s, RequestTag tag, const ProtoFrame *f)
         switch (tag) {
         case TAG_NAMES:
                 if (ok)
-                        names_set(s, f->payload, f->len);
+                        prompt_set_names(f->payload, f->len);
                 break;
         case TAG_USER_AUTH:
                 if (ok) {
                         free(s->auth_line);
                         s->auth_line = TAKE_PTR(s->auth_pending);
-                }
-                if (ok)
                         (void)ask_names(s);
+                }
                 break;
         case TAG_USER_RELOAD:
                 if (ok)
@@ -304,7 +192,7 @@ static int handle_frames(Session *s)
                            (tag == TAG_NAMES || tag == TAG_SILENT);
 
                 if (!own) {
-                        print_begin(s);
+                        prompt_print_begin();
                         output_expect(&s->out, kind_fifo_peek(&s->kinds));
                         if (f.type == PROTO_FRAME_EVENT)
                                 r = output_event(&s->out, &f, true, true);
@@ -313,9 +201,9 @@ static int handle_frames(Session *s)
                         if (r >= 0 && final && s->outstanding > 0)
                                 answered(s, tag, &f);
                         if (r >= 0)
-                                r = print_end(s);
+                                r = prompt_print_end();
                         if (r < 0) {
-                                prompt_hide(s);
+                                prompt_hide();
                                 return log_output_error(r);
                         }
                 } else if (final)
@@ -329,7 +217,7 @@ static int handle_frames(Session *s)
                 }
         }
         if (r < 0) {
-                prompt_hide(s);
+                prompt_hide();
                 return session_error(r);
         }
         return 0;
@@ -392,8 +280,8 @@ static int cancel_pending(Session *s)
         Conn *c = NULL;
         int r;
 
-        prompt_hide(s);
-        fputs(s->erase_ok ? "\r\033[K" : "\n", stdout);
+        prompt_hide();
+        prompt_erase_line();
         fprintf(stdout, "^C cancelled %zu request(s)\n", user_outstanding(s));
         fflush(stdout);
 
@@ -414,14 +302,8 @@ static int cancel_pending(Session *s)
                 r = conn_queue(s->conn, s->auth_line, strlen(s->auth_line));
                 if (r >= 0)
                         r = conn_queue(s->conn, "\n", 1);
-                if (r >= 0) {
-                        unsigned char t = TAG_SILENT;
-                        r = kind_fifo_push(&s->kinds, ANSWER_STREAM);
-                        if (r >= 0)
-                                r = buffer_append(&s->tags.b, &t, 1);
-                        if (r >= 0)
-                                s->outstanding++;
-                }
+                if (r >= 0)
+                        r = expect_answer(s, TAG_SILENT, ANSWER_STREAM);
                 if (r < 0)
                         return session_error(r);
         }
@@ -436,7 +318,7 @@ static int cancel_pending(Session *s)
                         return session_error(r);
         }
         if (!s->leaving)
-                prompt_show(s);
+                prompt_show();
         return 0;
 }
 
@@ -462,6 +344,8 @@ static AnswerKind line_kind(Session *s, const char *line)
 
 static int handle_line(Session *s, char *line)
 {
+        RequestTag tag = TAG_USER;
+        AnswerKind kind;
         int r;
 
         /* Leaving waits for the answers still owed, so that nothing typed
@@ -476,7 +360,7 @@ static int handle_line(Session *s, char *line)
         if (proto_line_is_blank(line, strlen(line)))
                 return 0;
         if (!line_is(s, line, "auth"))
-                add_history(line);
+                prompt_history_add(line);
         if (line_is(s, line, "exit")) {
                 s->leaving = true;
                 s->done = s->outstanding == 0;
@@ -485,124 +369,25 @@ static int handle_line(Session *s, char *line)
         if (line_is(s, line, "quit"))
                 s->leaving = true;
 
-        r = kind_fifo_push(&s->kinds, line_kind(s, line));
-        if (r >= 0) {
-                unsigned char t = TAG_USER;
+        kind = line_kind(s, line);
+        if (s->req.n_args > 0) {
+                const char *name = s->req.args[0].data;
 
-                if (s->req.n_args > 0) {
-                        const char *name = s->req.args[0].data;
-
-                        topics_track(s, &s->req);
-                        if (strcmp(name, "help") == 0 && s->req.n_args == 1)
-                                t = TAG_USER_HELP;
-                        else if (strcmp(name, "reload") == 0)
-                                t = TAG_USER_RELOAD;
-                        else if (strcmp(name, "auth") == 0) {
-                                t = TAG_USER_AUTH;
-                                free(s->auth_pending);
-                                s->auth_pending = strdup(line);
-                        }
+                topics_track(s, &s->req);
+                if (strcmp(name, "help") == 0 && s->req.n_args == 1)
+                        tag = TAG_USER_HELP;
+                else if (strcmp(name, "reload") == 0)
+                        tag = TAG_USER_RELOAD;
+                else if (strcmp(name, "auth") == 0) {
+                        tag = TAG_USER_AUTH;
+                        free(s->auth_pending);
+                        s->auth_pending = strdup(line);
                 }
-                r = buffer_append(&s->tags.b, &t, 1);
         }
-        if (r >= 0)
-                r = conn_queue(s->conn, line, strlen(line));
+        r = conn_queue(s->conn, line, strlen(line));
         if (r >= 0)
                 r = conn_queue(s->conn, "\n", 1);
-        if (r < 0)
-                return r;
-        s->outstanding++;
-        return 0;
-}
-
-/* Tab: the next command name that starts with `text`. */
-static char *complete_name(const char *text, int state)
-{
-        static const char *const local[] = {"exit"};
-        static size_t i;
-        size_t len = strlen(text);
-
-        if (state == 0)
-                i = 0;
-        while (i < session.n_names + ELEMENTSOF(local)) {
-                const char *n = i < session.n_names ? session.names[i] : local[i - session.n_names];
-                i++;
-                if (strncmp(n, text, len) == 0)
-                        return strdup(n);
-        }
-        return NULL;
-}
-
-/* Show the usage line of the command being typed, above the prompt. */
-static void show_usage(Session *s, const char *name, size_t len)
-{
-        for (size_t i = 0; i < s->n_names; i++)
-                if (strlen(s->names[i]) == len && memcmp(s->names[i], name, len) == 0) {
-                        print_begin(s);
-                        printf("usage: %s\n", s->usages[i]);
-                        (void)print_end(s);
-                        return;
-                }
-}
-
-static char **complete(const char *text, int start, int end)
-{
-        const char *line = rl_line_buffer, *w = line, *first = NULL;
-        size_t first_len = 0, words = 0;
-
-        (void)end;
-        /* Never file names: nothing the daemon runs takes a local path. */
-        rl_attempted_completion_over = 1;
-
-        /* Which word is this? Count the blank-separated words before it. */
-        while (w < line + start) {
-                while (w < line + start && (*w == ' ' || *w == '\t'))
-                        w++;
-                if (w >= line + start)
-                        break;
-                if (words == 0)
-                        first = w;
-                while (w < line + start && *w != ' ' && *w != '\t')
-                        w++;
-                if (words == 0)
-                        first_len = (size_t)(w - first);
-                words++;
-        }
-        if (words == 0 || (words == 1 && first_len == 4 && memcmp(first, "help", 4) == 0))
-                return rl_completion_matches(text, complete_name);
-        show_usage(&session, first, first_len);
-        return NULL;
-}
-
-static char *history_path(void)
-{
-        const char *dir = getenv("XDG_STATE_HOME"), *file = "ipcctl_history";
-        char *path;
-
-        if (!dir || dir[0] != '/') {
-                dir = getenv("HOME");
-                if (!dir || dir[0] != '/') {
-                        struct passwd *pw = getpwuid(getuid());
-                        dir = pw ? pw->pw_dir : NULL;
-                }
-                if (!dir || dir[0] != '/')
-                        return NULL;
-                file = ".ipcctl_history";
-        }
-        path = malloc(strlen(dir) + strlen(file) + 2);
-        if (path)
-                sprintf(path, "%s/%s", dir, file);
-        return path;
-}
-
-static void history_save(Session *s)
-{
-        if (!s->history)
-                return;
-        /* The history may hold arguments the user would rather keep to
-         * themselves; failure to save it is not worth a word. */
-        if (write_history(s->history) == 0)
-                (void)chmod(s->history, 0600);
+        return r < 0 ? r : expect_answer(s, tag, kind);
 }
 
 static int handle_signal(Session *s, int sfd)
@@ -613,15 +398,31 @@ static int handle_signal(Session *s, int sfd)
                 return 0;
         if (si.ssi_signo == SIGINT && !s->leaving && user_outstanding(s) > 0)
                 return cancel_pending(s);
-        if (si.ssi_signo == SIGINT && !s->leaving && s->prompt) {
+        if (si.ssi_signo == SIGINT && !s->leaving && prompt_shown()) {
                 /* Like a shell: drop the line, show a fresh prompt. */
-                prompt_hide(s);
+                prompt_hide();
                 fputs("^C\n", stdout);
                 fflush(stdout);
-                prompt_show(s);
+                prompt_show();
                 return 0;
         }
         s->done = true;
+        return 0;
+}
+
+/* The terminal has input: feed libedit, and act on a line when it is complete. */
+static int handle_terminal(Session *s)
+{
+        _cleanup_free_ char *line = NULL;
+        int r;
+
+        if (prompt_read_char(&line) == 0)
+                return 0;
+        r = handle_line(s, line);
+        if (r < 0)
+                return session_error(r);
+        if (!s->leaving)
+                prompt_show();
         return 0;
 }
 
@@ -629,94 +430,89 @@ static int session_run(Session *s, int sfd)
 {
         int r;
 
-        prompt_show(s);
+        prompt_show();
         while (!s->done) {
-                struct pollfd p[3] = {
-                    {.fd = -1, .events = POLLIN},
-                    {.fd = s->conn->fd, .events = POLLIN},
+                struct pollfd p[2] = {
+                    {.fd = prompt_shown() ? STDIN_FILENO : -1, .events = POLLIN},
                     {.fd = sfd, .events = POLLIN},
                 };
 
-                if (s->conn->out.len > 0) {
-                        r = conn_flush(s->conn);
-                        if (r == -EAGAIN)
-                                p[1].events |= POLLOUT;
-                        else if (r < 0) {
-                                prompt_hide(s);
-                                return session_error(r);
-                        }
-                }
                 r = output_flush(&s->out);
                 if (r < 0) {
-                        prompt_hide(s);
+                        prompt_hide();
                         return log_output_error(r);
                 }
-
-                if (s->prompt)
-                        p[0].fd = STDIN_FILENO;
-                r = poll_deadline(p, ELEMENTSOF(p), USEC_INFINITY);
+                r = conn_pump(s->conn, p, ELEMENTSOF(p), USEC_INFINITY);
+                if (r == 0 && s->conn->write_error)
+                        r = s->conn->write_error;
                 if (r < 0) {
-                        prompt_hide(s);
+                        prompt_hide();
                         return session_error(r);
                 }
 
-                if (p[2].revents) {
+                if (p[1].revents) {
                         r = handle_signal(s, sfd);
                         if (r != 0) {
-                                prompt_hide(s);
+                                prompt_hide();
                                 return r;
                         }
                         if (s->done)
                                 break;
-                        continue; /* the connection may be a new one */
+                        /* After a Ctrl-C that cancelled, s->conn is a new
+                         * connection with nothing read yet. */
                 }
-                if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-                        r = conn_receive(s->conn);
-                        if (r < 0 && r != -EAGAIN) {
-                                prompt_hide(s);
-                                return session_error(r);
-                        }
-                        r = handle_frames(s);
+                r = handle_frames(s);
+                if (r != 0)
+                        return r;
+                if (s->done)
+                        break;
+                if (s->conn->eof) {
+                        prompt_hide();
+                        fputc('\n', stdout);
+                        fflush(stdout);
+                        return session_error(-ECONNRESET);
+                }
+                if (p[0].revents && prompt_shown()) {
+                        r = handle_terminal(s);
                         if (r != 0)
                                 return r;
-                        if (s->done)
-                                break;
-                        if (s->conn->eof) {
-                                prompt_hide(s);
-                                fputc('\n', stdout);
-                                fflush(stdout);
-                                return session_error(-ECONNRESET);
-                        }
-                }
-                if (p[0].revents && s->prompt && !s->done) {
-                        s->have_line = false;
-                        rl_callback_read_char();
-                        if (s->have_line) {
-                                char *line = TAKE_PTR(s->line);
-                                s->prompt = false; /* libedit left its mode */
-                                r = handle_line(s, line);
-                                free(line);
-                                if (r < 0)
-                                        return session_error(r);
-                                if (!s->leaving)
-                                        prompt_show(s);
-                        }
                 }
         }
-        prompt_hide(s);
+        prompt_hide();
         return EXIT_STATUS_OK;
+}
+
+static void session_done(Session *s)
+{
+        proto_request_done(&s->req);
+        buffer_done(&s->partial);
+        kind_fifo_done(&s->kinds);
+        kind_fifo_done(&s->tags);
+        for (size_t i = 0; i < s->n_topics; i++)
+                free(s->topics[i]);
+        free(s->topics);
+        if (s->auth_line)
+                explicit_bzero(s->auth_line, strlen(s->auth_line));
+        if (s->auth_pending)
+                explicit_bzero(s->auth_pending, strlen(s->auth_pending));
+        free(s->auth_line);
+        free(s->auth_pending);
+        s->conn = conn_free(s->conn);
 }
 
 int run_interactive(void)
 {
-        _cleanup_conn_ Conn *c = NULL;
+        _cleanup_(session_done) Session s = {
+            .req = PROTO_REQUEST_INIT,
+            .partial = BUFFER_INIT,
+            .kinds = KIND_FIFO_INIT,
+            .tags = KIND_FIFO_INIT,
+        };
         _cleanup_close_ int sfd = -1;
-        Session *s = &session;
-        const char *term;
         sigset_t mask;
         int r;
 
-        r = session_open(deadline_after(arg_timeout), &c);
+        r = session_open(deadline_after(arg_timeout), &s.conn);
         if (r != 0)
                 return r;
 
@@ -728,54 +524,22 @@ int run_interactive(void)
         sigaddset(&mask, SIGHUP);
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0 ||
             (sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0) {
-                log_error("cannot set up signal handling: %s", strerror(errno));
+                log_error_errno(errno, "cannot set up signal handling: %m");
                 return EXIT_STATUS_FAILED;
         }
 
         /* Multibyte line editing needs the user's character set. */
         (void)setlocale(LC_CTYPE, "");
-
-        *s = (Session){.conn = TAKE_PTR(c),
-                      .req = PROTO_REQUEST_INIT,
-                      .partial = BUFFER_INIT,
-                      .kinds = KIND_FIFO_INIT,
-                      .tags = KIND_FIFO_INIT};
-        output_init(&s->out, arg_json, arg_quiet);
-        term = getenv("TERM");
-        s->erase_ok = term && *term && strcmp(term, "dumb") != 0;
-
-        rl_readline_name = "ipcctl";
-        rl_attempted_completion_function = complete;
-        using_history();
-        stifle_history(1000);
-        s->history = history_path();
-        if (s->history)
-                (void)read_history(s->history);
+        output_init(&s.out, arg_json, arg_quiet);
+        prompt_init();
 
         printf("Connected to %s. Type help for the commands, exit or Ctrl-D to leave.\n",
                session_target());
-        if (ask_names(s) < 0)
-                return session_error(-ENOMEM);
-
-        r = session_run(s, sfd);
-
-        history_save(s);
-        free(s->history);
-        free(s->line);
-        proto_request_done(&s->req);
-        buffer_done(&s->partial);
-        kind_fifo_done(&s->kinds);
-        kind_fifo_done(&s->tags);
-        names_clear(s);
-        for (size_t i = 0; i < s->n_topics; i++)
-                free(s->topics[i]);
-        free(s->topics);
-        if (s->auth_line)
-                explicit_bzero(s->auth_line, strlen(s->auth_line));
-        if (s->auth_pending)
-                explicit_bzero(s->auth_pending, strlen(s->auth_pending));
-        free(s->auth_line);
-        free(s->auth_pending);
-        s->conn = conn_free(s->conn);
+        r = ask_names(&s);
+        if (r < 0)
+                r = session_error(r);
+        else
+                r = session_run(&s, sfd);
+        prompt_done();
         return r;
 }

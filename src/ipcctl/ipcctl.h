@@ -29,8 +29,15 @@ extern usec_t arg_timeout; /* 0: none */
 extern JsonMode arg_json;
 extern bool arg_quiet;
 
-/* Print "ipcctl: MESSAGE" on stderr. */
-void log_error(const char *fmt, ...) _printf_(1, 2);
+/*
+ * Print "ipcctl: MESSAGE" on stderr, after flushing stdout so that the two
+ * stay in order. As in the daemon's log.h: errno is set to `error` for %m,
+ * and -abs(error) is returned, so that `return log_error_errno(r, ...)`
+ * works; log_error() is the same without an error.
+ */
+int log_internal(int error, const char *fmt, ...) _printf_(2, 3);
+#define log_error(...)            log_internal(0, __VA_ARGS__)
+#define log_error_errno(e, ...)   log_internal((e), __VA_ARGS__)
 /* A usage error: the message, a hint to --help; returns EXIT_STATUS_USAGE. */
 int usage_error(const char *fmt, ...) _printf_(1, 2);
 

@@ -42,27 +42,36 @@ static const Verb verbs[] = {
      "Print every command as it runs: who, what, result, duration (admin)"},
 };
 
-void log_error(const char *fmt, ...)
+static void log_prefixed(int error, const char *fmt, va_list ap) _printf_(2, 0);
+
+static void log_prefixed(int error, const char *fmt, va_list ap)
+{
+        fflush(stdout);
+        fputs("ipcctl: ", stderr);
+        errno = error;
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+}
+
+int log_internal(int error, const char *fmt, ...)
 {
         va_list ap;
 
-        fflush(stdout);
-        fputs("ipcctl: ", stderr);
+        error = abs(error);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        log_prefixed(error, fmt, ap);
         va_end(ap);
-        fputc('\n', stderr);
+        return -error;
 }
 
 int usage_error(const char *fmt, ...)
 {
         va_list ap;
 
-        fputs("ipcctl: ", stderr);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        log_prefixed(0, fmt, ap);
         va_end(ap);
-        fputs("\nTry 'ipcctl --help' for more information.\n", stderr);
+        fputs("Try 'ipcctl --help' for more information.\n", stderr);
         return EXIT_STATUS_USAGE;
 }
 
@@ -70,7 +79,7 @@ int log_output_error(int r)
 {
         /* A reader that went away (ipcctl listen x | head -1) is no news. */
         if (r != -EPIPE)
-                log_error("cannot write output: %s", strerror(-r));
+                log_error_errno(r, "cannot write output: %m");
         return EXIT_STATUS_FAILED;
 }
 

@@ -3,7 +3,7 @@
  * line of stdin is sent as it is (protocol syntax; the server parses it),
  * pipelined, and every answer is printed as `send` prints it, in order.
  *
- * One poll() loop over stdin and the non-blocking socket: stdin is read
+ * One conn_pump() loop over stdin and the non-blocking socket: stdin is read
  * only while less than PIPE_HIGH_WATER bytes wait to be written, and
  * answers are read all the time, so neither a large input nor a server
  * that stops reading (backpressure) can deadlock the two sides.
@@ -17,6 +17,8 @@
  *
  * Exit status: 1 if any answer was ERR, 3 if the connection broke before
  * every answer arrived, 4 on timeout, 0 otherwise.
+ *
+ * The Pipe is run_pipe()'s, on its stack, in ipcctl's one thread.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -38,7 +40,6 @@ typedef struct Pipe {
         KindFifo kinds;  /* what each answer owed is, for --json */
         bool stdin_done; /* end of stdin, or a quit was sent */
         bool failed;     /* some answer was ERR */
-        int write_error; /* the socket refused our data */
 } Pipe;
 
 /* The command name of a line: "" if it does not parse (the server will
@@ -141,63 +142,45 @@ static int handle_answers(Pipe *p)
 
 static int pipe_run(Pipe *p, usec_t deadline)
 {
+        Conn *c = p->conn;
         int r;
 
         for (;;) {
-                struct pollfd fds[2] = {
-                    {.fd = -1, .events = POLLIN},
-                    {.fd = p->conn->fd, .events = POLLIN},
-                };
+                struct pollfd in = {.fd = -1, .events = POLLIN};
 
-                if (p->conn->out.len > 0 && !p->write_error) {
-                        r = conn_flush(p->conn);
-                        if (r < 0 && r != -EAGAIN) {
-                                /* Keep reading: the answers that came, or the
-                                 * server's reason, are still to be printed. */
-                                p->write_error = r;
-                                buffer_clear(&p->conn->out);
-                        }
-                }
-                if (p->stdin_done && p->conn->out.len == 0 && p->answered >= p->sent &&
-                    !p->write_error)
+                if (p->stdin_done && c->out.len == 0 && p->answered >= p->sent && !c->write_error)
                         return 0;
-
                 r = output_flush(&p->out);
                 if (r < 0)
                         return log_output_error(r);
 
-                if (!p->stdin_done && !p->write_error && p->conn->out.len < PIPE_HIGH_WATER)
-                        fds[0].fd = STDIN_FILENO;
-                if (p->conn->out.len > 0)
-                        fds[1].events |= POLLOUT;
-                r = poll_deadline(fds, ELEMENTSOF(fds), deadline);
+                /* After a write error stdin rests, and the answers that came,
+                 * or the server's reason, are still read and printed. */
+                if (!p->stdin_done && !c->write_error && c->out.len < PIPE_HIGH_WATER)
+                        in.fd = STDIN_FILENO;
+                r = conn_pump(c, &in, 1, deadline);
                 if (r < 0)
                         return session_error(r);
 
-                if (fds[0].revents) {
+                if (in.revents) {
                         r = read_stdin(p);
                         if (r == -ENOMEM)
                                 return session_error(r);
                         if (r < 0) {
-                                log_error("cannot read standard input: %s", strerror(-r));
+                                log_error_errno(r, "cannot read standard input: %m");
                                 return EXIT_STATUS_FAILED;
                         }
                 }
-                if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-                        r = conn_receive(p->conn);
-                        if (r < 0 && r != -EAGAIN)
-                                return session_error(r);
-                        r = handle_answers(p);
-                        if (r != 0)
-                                return r;
-                        if (p->conn->eof) {
-                                if (p->stdin_done && p->answered >= p->sent)
-                                        return 0;
-                                (void)output_flush(&p->out);
-                                return session_error(p->write_error && p->write_error != -EPIPE
-                                                         ? p->write_error
-                                                         : -ECONNRESET);
-                        }
+                r = handle_answers(p);
+                if (r != 0)
+                        return r;
+                if (c->eof) {
+                        if (p->stdin_done && p->answered >= p->sent)
+                                return 0;
+                        (void)output_flush(&p->out);
+                        return session_error(c->write_error && c->write_error != -EPIPE
+                                                 ? c->write_error
+                                                 : -ECONNRESET);
                 }
         }
 }

@@ -4,8 +4,9 @@
  * address.h), connecting under the -t deadline, and authenticating with
  * --token-file/$IPCD_TOKEN_FILE before the verb runs.
  *
- * Owns the target's display string (static, set once by session_open()).
- * Prints its own diagnostics, like the verbs, and returns exit statuses.
+ * Owns the target's display string (static, set by session_open(); ipcctl
+ * has one thread). Prints its own diagnostics with log_error(), like the
+ * verbs, and returns exit statuses.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -34,23 +35,43 @@ int session_error(int r)
                 return EXIT_STATUS_CONNECTION;
         case -EBADMSG:
         case -EMSGSIZE:
-                log_error("malformed frame from %s: %s", target, strerror(-r));
+                log_error_errno(r, "malformed frame from %s: %m", target);
                 return EXIT_STATUS_CONNECTION;
         case -ENOMEM:
                 log_error("out of memory");
                 return EXIT_STATUS_FAILED;
         default:
-                log_error("connection to %s failed: %s", target, strerror(-r));
+                log_error_errno(r, "connection to %s failed: %m", target);
                 return EXIT_STATUS_CONNECTION;
         }
 }
 
-/* The token: the whole file less one line end, as ipcd reads it (secret.h). */
-static int read_token(const char *path, char **ret)
+/*
+ * The token of --token-file or $IPCD_TOKEN_FILE: the whole file less one
+ * line end, as ipcd reads it (secret.h). Returns 0, with *ret NULL if there
+ * is no token file, or an exit status after saying what is wrong with it.
+ */
+static int read_token(char **ret)
 {
+        const char *path = arg_token_file, *e;
         size_t n;
+        int r;
 
-        return secret_read_file(path, false, ret, &n);
+        if (!path && (e = getenv("IPCD_TOKEN_FILE")) && *e)
+                path = e;
+        if (!path)
+                return 0;
+        r = secret_read_file(path, false, ret, &n);
+        if (r == -ENODATA)
+                log_error("token file %s is empty", path);
+        else if (r == -EINVAL)
+                log_error("token file %s holds more than one line (or a NUL byte)", path);
+        else if (r == -EBADFD || r == -EFBIG)
+                log_error("cannot read token file %s: %s", path,
+                          r == -EBADFD ? "not a regular file" : "longer than 4096 bytes");
+        else if (r < 0)
+                log_error_errno(r, "cannot read token file %s: %m", path);
+        return r < 0 ? EXIT_STATUS_USAGE : 0;
 }
 
 static int authenticate(Conn *c, const char *token, usec_t deadline)
@@ -110,7 +131,7 @@ static int connect_ssh(const char *spec, Conn **ret)
         const char *ssh = getenv("IPCCTL_SSH"), *remote = getenv("IPCCTL_SSH_REMOTE");
         const char *hp = spec, *at = strrchr(spec, '@');
         char *argv[16];
-        Buffer cmd = BUFFER_INIT;
+        _cleanup_(buffer_done) Buffer cmd = BUFFER_INIT;
         size_t n = 0;
         int r;
 
@@ -136,10 +157,8 @@ static int connect_ssh(const char *spec, Conn **ret)
         }
         if (r >= 0)
                 r = buffer_append(&cmd, "", 1);
-        if (r < 0) {
-                buffer_done(&cmd);
+        if (r < 0)
                 return r;
-        }
 
         argv[n++] = (char *)ssh;
         argv[n++] = (char *)"-T"; /* no terminal: the protocol is 8-bit clean */
@@ -156,46 +175,26 @@ static int connect_ssh(const char *spec, Conn **ret)
         argv[n++] = host;
         argv[n++] = cmd.data;
         argv[n] = NULL;
-        r = conn_connect_command(argv, ret);
-        buffer_done(&cmd);
-        return r;
+        return conn_connect_command(argv, ret);
 }
 
 int session_open(usec_t deadline, Conn **ret)
 {
         _cleanup_free_ char *token = NULL, *host = NULL, *port = NULL;
         _cleanup_conn_ Conn *c = NULL;
-        const char *token_file = arg_token_file, *path = NULL, *e;
+        const char *path = NULL, *e;
         char buf[ADDRESS_STRING_MAX], portbuf[8];
         int r;
 
-        if (!token_file && (e = getenv("IPCD_TOKEN_FILE")) && *e)
-                token_file = e;
-        if (token_file) {
-                r = read_token(token_file, &token);
-                if (r == -ENODATA) {
-                        log_error("token file %s is empty", token_file);
-                        return EXIT_STATUS_USAGE;
-                }
-                if (r == -EINVAL) {
-                        log_error("token file %s holds more than one line (or a NUL byte)",
-                                  token_file);
-                        return EXIT_STATUS_USAGE;
-                }
-                if (r < 0) {
-                        log_error("cannot read token file %s: %s", token_file,
-                                  r == -EBADFD  ? "not a regular file"
-                                  : r == -EFBIG ? "longer than 4096 bytes"
-                                                : strerror(-r));
-                        return EXIT_STATUS_USAGE;
-                }
-        }
+        r = read_token(&token);
+        if (r != 0)
+                return r;
 
         if (arg_host && strncmp(arg_host, "ssh:", 4) == 0) {
                 snprintf(target, sizeof(target), "%s", arg_host);
                 r = connect_ssh(arg_host + 4, &c);
                 if (r < 0) {
-                        log_error("cannot run ssh for %s: %s", target, strerror(-r));
+                        log_error_errno(r, "cannot run ssh for %s: %m", target);
                         return EXIT_STATUS_CONNECTION;
                 }
         } else if (arg_socket)
@@ -209,10 +208,14 @@ int session_open(usec_t deadline, Conn **ret)
                 path = e;
         else {
                 r = address_client_socket_path(buf, sizeof(buf));
+                if (r == -ENXIO) {
+                        log_error("cannot find the daemon's socket: $XDG_RUNTIME_DIR is not set "
+                                  "(use -s, -H or $IPCD_SOCKET)");
+                        return EXIT_STATUS_CONNECTION;
+                }
                 if (r < 0) {
-                        log_error("cannot find the daemon's socket: %s (use -s, -H or "
-                                  "$IPCD_SOCKET)",
-                                  r == -ENXIO ? "$XDG_RUNTIME_DIR is not set" : strerror(-r));
+                        log_error_errno(r, "cannot find the daemon's socket: %m (use -s, -H or "
+                                           "$IPCD_SOCKET)");
                         return EXIT_STATUS_CONNECTION;
                 }
                 path = buf;
@@ -231,9 +234,12 @@ int session_open(usec_t deadline, Conn **ret)
         }
         if (r == -ETIME)
                 return session_error(r);
+        if (r == -EADDRNOTAVAIL && !path) {
+                log_error("cannot connect to %s: host not found", target);
+                return EXIT_STATUS_CONNECTION;
+        }
         if (r < 0) {
-                log_error("cannot connect to %s: %s", target,
-                          r == -EADDRNOTAVAIL && !path ? "host not found" : strerror(-r));
+                log_error_errno(r, "cannot connect to %s: %m", target);
                 return EXIT_STATUS_CONNECTION;
         }
 

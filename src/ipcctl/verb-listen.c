@@ -7,7 +7,9 @@
  *
  * -t bounds connecting and the answer to `subscribe` only; events may take
  * as long as they like. The signals are taken through a signalfd polled
- * beside the socket, so that an interrupted listen still flushes stdout.
+ * beside the socket (conn_pump()), so that an interrupted listen still
+ * flushes stdout. One thread; the connection and the Output are
+ * verb_listen()'s.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -36,9 +38,6 @@ static int parse_count(const char *s, unsigned long long *ret)
         return 0;
 }
 
-/* Handle every frame buffered. Returns true when listen is over, with the
- * exit status in *status: --count reached, subscription refused, stdout or
- * the stream broken. */
 /* A monitor entry's "key: value" lines as one line of key=value words. */
 static int output_monitor_line(Output *o, const ProtoFrame *f)
 {
@@ -73,6 +72,9 @@ static int output_monitor_line(Output *o, const ProtoFrame *f)
         return output_event(o, &g, false, false);
 }
 
+/* Handle every frame buffered. Returns true when listen is over, with the
+ * exit status in *status: --count reached, subscription refused, stdout or
+ * the stream broken. */
 static bool handle_frames(Conn *c, Output *o, bool with_topic, bool *subscribed,
                           unsigned long long count, unsigned long long *seen, int *status)
 {
@@ -121,6 +123,71 @@ static bool handle_frames(Conn *c, Output *o, bool with_topic, bool *subscribed,
         return false;
 }
 
+/* Block SIGINT and SIGTERM and take them from a signalfd instead. */
+static int signalfd_open(void)
+{
+        sigset_t mask;
+        int fd;
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGTERM);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return -errno;
+        fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        return fd < 0 ? -errno : fd;
+}
+
+/* Queue `subscribe TOPIC...`. */
+static int queue_subscribe(Conn *c, char **topics, size_t n)
+{
+        _cleanup_free_ char **req = calloc(n + 1, sizeof(char *));
+
+        if (!req)
+                return -ENOMEM;
+        req[0] = (char *)"subscribe";
+        memcpy(req + 1, topics, n * sizeof(char *));
+        return conn_queue_request(c, req, n + 1);
+}
+
+/* Print events until the count, a signal, or the end of the stream. */
+static int listen_run(Conn *c, int sfd, bool with_topic, unsigned long long count,
+                      usec_t deadline)
+{
+        unsigned long long seen = 0;
+        bool subscribed = false;
+        Output o;
+        int r, status;
+
+        output_init(&o, arg_json, arg_quiet);
+        if (monitor_mode)
+                output_expect(&o, ANSWER_MONITOR);
+        for (;;) {
+                struct pollfd sig = {.fd = sfd, .events = POLLIN};
+
+                r = output_flush(&o);
+                if (r < 0)
+                        return log_output_error(r);
+                r = conn_pump(c, &sig, 1, subscribed ? USEC_INFINITY : deadline);
+                if (r < 0)
+                        return session_error(r);
+
+                if (sig.revents) {
+                        struct signalfd_siginfo si;
+                        if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+                                r = output_flush(&o);
+                                return r < 0 ? log_output_error(r) : EXIT_STATUS_OK;
+                        }
+                }
+                if (handle_frames(c, &o, with_topic, &subscribed, count, &seen, &status))
+                        return status;
+                if (c->eof) {
+                        (void)output_flush(&o);
+                        return session_error(-ECONNRESET);
+                }
+        }
+}
+
 int verb_listen(int argc, char *argv[])
 {
         static const struct option options[] = {
@@ -129,14 +196,9 @@ int verb_listen(int argc, char *argv[])
         };
         _cleanup_conn_ Conn *c = NULL;
         _cleanup_close_ int sfd = -1;
-        unsigned long long count = 0, seen = 0;
-        _cleanup_free_ char **req = NULL;
-        bool subscribed = false;
+        unsigned long long count = 0;
         usec_t deadline;
-        size_t n_req;
-        sigset_t mask;
-        Output o;
-        int opt, r, status;
+        int opt, r;
 
         /* Options after the verb: reset getopt (optind = 0 makes glibc start
          * over) and let it permute, so that --count may come anywhere. */
@@ -168,68 +230,15 @@ int verb_listen(int argc, char *argv[])
         if (r != 0)
                 return r;
 
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGINT);
-        sigaddset(&mask, SIGTERM);
-        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0 ||
-            (sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0) {
-                log_error("cannot set up signal handling: %s", strerror(errno));
+        sfd = signalfd_open();
+        if (sfd < 0) {
+                log_error_errno(sfd, "cannot set up signal handling: %m");
                 return EXIT_STATUS_FAILED;
         }
-
-        n_req = (size_t)(argc - optind) + 1;
-        req = calloc(n_req, sizeof(char *));
-        if (!req)
-                return session_error(-ENOMEM);
-        req[0] = (char *)"subscribe";
-        memcpy(req + 1, argv + optind, (n_req - 1) * sizeof(char *));
-        r = conn_queue_request(c, req, n_req);
+        r = queue_subscribe(c, argv + optind, (size_t)(argc - optind));
         if (r < 0)
                 return session_error(r);
-
-        output_init(&o, arg_json, arg_quiet);
-        if (monitor_mode)
-                output_expect(&o, ANSWER_MONITOR);
-        for (;;) {
-                struct pollfd p[2] = {
-                    {.fd = c->fd, .events = POLLIN},
-                    {.fd = sfd, .events = POLLIN},
-                };
-
-                if (c->out.len > 0) {
-                        r = conn_flush(c);
-                        if (r == -EAGAIN)
-                                p[0].events |= POLLOUT;
-                        else if (r < 0)
-                                buffer_clear(&c->out); /* the read side will tell */
-                }
-                r = output_flush(&o);
-                if (r < 0)
-                        return log_output_error(r);
-
-                r = poll_deadline(p, ELEMENTSOF(p), subscribed ? USEC_INFINITY : deadline);
-                if (r < 0)
-                        return session_error(r);
-
-                if (p[1].revents) {
-                        struct signalfd_siginfo si;
-                        if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
-                                r = output_flush(&o);
-                                return r < 0 ? log_output_error(r) : EXIT_STATUS_OK;
-                        }
-                }
-                if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-                        r = conn_receive(c);
-                        if (r < 0 && r != -EAGAIN)
-                                return session_error(r);
-                        if (handle_frames(c, &o, n_req > 2, &subscribed, count, &seen, &status))
-                                return status;
-                        if (c->eof) {
-                                (void)output_flush(&o);
-                                return session_error(-ECONNRESET);
-                        }
-                }
-        }
+        return listen_run(c, sfd, argc - optind > 1, count, deadline);
 }
 
 int verb_monitor(int argc, char *argv[])

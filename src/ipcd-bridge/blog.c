@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
 
 #define SD_JOURNAL_SUPPRESS_LOCATION 1
@@ -14,35 +13,11 @@
 
 #include "blog.h"
 
-atomic_int log_max_level = LOG_INFO;
 static bool use_journal;
-
-static const char *const level_names[] = {
-    [LOG_EMERG] = "emerg",     [LOG_ALERT] = "alert",   [LOG_CRIT] = "crit", [LOG_ERR] = "err",
-    [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice", [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
-};
 
 void blog_open(void)
 {
-        const char *e = getenv("JOURNAL_STREAM");
-        unsigned long long dev, ino;
-        struct stat st;
-
-        use_journal = false;
-        if (e && sscanf(e, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0)
-                use_journal = st.st_dev == (dev_t)dev && st.st_ino == (ino_t)ino;
-}
-
-int log_level_from_string(const char *s)
-{
-        for (size_t i = 0; i < ELEMENTSOF(level_names); i++)
-                if (strcmp(s, level_names[i]) == 0)
-                        return (int)i;
-        if (strcmp(s, "error") == 0)
-                return LOG_ERR;
-        if (strcmp(s, "warn") == 0)
-                return LOG_WARNING;
-        return -EINVAL;
+        use_journal = log_stderr_is_journal();
 }
 
 int log_full(int level, int error, const LogFields *lf, const char *fmt, ...)
@@ -60,7 +35,7 @@ int log_full(int level, int error, const LogFields *lf, const char *fmt, ...)
         va_end(ap);
 
         if (!use_journal) {
-                fprintf(stderr, "ipcd-bridge: <%s> %s\n", level_names[level & 7], msg);
+                fprintf(stderr, "ipcd-bridge: <%s> %s\n", log_level_to_string(level & 7), msg);
                 return -error;
         }
 

@@ -3,7 +3,8 @@
  * the journal ($JOURNAL_STREAM matches), "ipcd-bridge: <level> ..." lines on
  * stderr otherwise, as ipcd does. Callable from both threads: the journal
  * decision is taken in blog_open() before any thread starts, and the level
- * is an atomic.
+ * is an atomic (log_max_level, with the level names in log-core.h, shared
+ * with ipcd).
  *
  * Journal fields besides MESSAGE, PRIORITY and ERRNO: IPCD_BRIDGE_DIRECTION
  * (in: broker to ipcd, out: ipcd to broker), IPCD_TOPIC (the local topic),
@@ -11,17 +12,13 @@
  */
 #pragma once
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <syslog.h>
 
+#include "log-core.h"
 #include "macro.h"
 
-extern atomic_int log_max_level;
-
 void blog_open(void);
-int log_level_from_string(const char *s);
 
 /* Structured fields of one entry; NULL members are left out. */
 typedef struct LogFields {

@@ -78,7 +78,7 @@ static void disconnect(Local *l, const char *why)
                             l->config->socket_path, why, requeued);
         atomic_store(&l->stats->ipcd_up, false);
         l->backoff_ms = l->backoff_ms == 0 ? 100 : MIN(l->backoff_ms * 2, BACKOFF_MAX_MS);
-        l->next_attempt = now_usec() + 1000ull * l->backoff_ms;
+        l->next_attempt = now_usec(CLOCK_MONOTONIC) + USEC_PER_MSEC * l->backoff_ms;
 }
 
 static int expect(Local *l, AnswerKind kind, Event *e)
@@ -103,7 +103,7 @@ static int try_connect(Local *l)
                               &l->conn);
         if (r < 0) {
                 l->backoff_ms = l->backoff_ms == 0 ? 100 : MIN(l->backoff_ms * 2, BACKOFF_MAX_MS);
-                l->next_attempt = now_usec() + 1000ull * l->backoff_ms;
+                l->next_attempt = now_usec(CLOCK_MONOTONIC) + USEC_PER_MSEC * l->backoff_ms;
                 log_full_errno(l->failing ? LOG_DEBUG : LOG_WARNING, r, NULL,
                                "Cannot connect to ipcd at %s: %m; retrying", l->config->socket_path);
                 l->failing = true;
@@ -340,7 +340,7 @@ int local_run(Local *l, int sfd)
                     {.fd = l->in->efd, .events = POLLIN},
                     {.fd = -1},
                 };
-                uint64_t now = now_usec(), wake = now + 1000000;
+                usec_t now = now_usec(CLOCK_MONOTONIC), wake = now + USEC_PER_SEC;
                 int r, timeout;
 
                 if (!l->conn && now >= l->next_attempt)
@@ -358,10 +358,10 @@ int local_run(Local *l, int sfd)
                 } else
                         wake = MIN(wake, l->next_attempt);
 
-                now = now_usec();
+                now = now_usec(CLOCK_MONOTONIC);
                 if (now >= next_status) {
                         notify_status(l, last_status, sizeof(last_status));
-                        next_status = now + 1000000;
+                        next_status = now + USEC_PER_SEC;
                 }
                 if (watchdog && now >= next_watchdog) {
                         /* Both threads must be alive; the MQTT thread may spend up to
@@ -374,7 +374,7 @@ int local_run(Local *l, int sfd)
                 if (watchdog)
                         wake = MIN(wake, next_watchdog);
                 wake = MIN(wake, next_status);
-                timeout = wake > now ? (int)((wake - now + 999) / 1000) : 0;
+                timeout = poll_timeout_ms(wake, now);
 
                 r = poll(p, ELEMENTSOF(p), timeout);
                 if (r < 0) {

@@ -12,12 +12,12 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <mqtt_protocol.h>
 
 #include "blog.h"
 #include "mqtt.h"
+#include "time-util.h"
 
 #define STATUS_ONLINE  "online"
 #define STATUS_OFFLINE "offline"
@@ -26,14 +26,6 @@
 #define LOCAL_MAX_PAYLOAD (60 * 1024)
 
 enum { PENDING_NONE, PENDING_QOS0, PENDING_QOS1, PENDING_STATUS };
-
-static uint64_t mono_usec(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 static void pending_add(Mqtt *m, int mid, int kind)
 {
@@ -270,13 +262,13 @@ static int broker_connect(Mqtt *m)
 static void wait_until(Mqtt *m, uint64_t until)
 {
         while (!atomic_load(&m->stop)) {
-                uint64_t now = mono_usec();
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
                 struct pollfd p = {.fd = m->out->efd, .events = POLLIN};
 
                 atomic_store_explicit(&m->stats->mqtt_heartbeat_usec, now, memory_order_relaxed);
                 if (now >= until)
                         return;
-                (void)poll(&p, 1, (int)MIN((until - now + 999) / 1000, 1000));
+                (void)poll(&p, 1, MIN(poll_timeout_ms(until, now), 1000));
                 /* An event pushed meanwhile stays queued; only the wakeup goes. */
                 if (p.revents)
                         evqueue_clear_wakeup(m->out);
@@ -286,7 +278,7 @@ static void wait_until(Mqtt *m, uint64_t until)
 /* Say "offline" ourselves (a clean disconnect sends no will) and go. */
 static void say_goodbye(Mqtt *m)
 {
-        uint64_t until = mono_usec() + 2000000;
+        usec_t until = now_usec(CLOCK_MONOTONIC) + 2 * USEC_PER_SEC;
         int mid = -1;
 
         if (!m->session_up)
@@ -295,7 +287,7 @@ static void say_goodbye(Mqtt *m)
                                  (int)strlen(STATUS_OFFLINE), STATUS_OFFLINE, 1, true,
                                  m->origin) == MOSQ_ERR_SUCCESS)
                 pending_add(m, mid, PENDING_STATUS);
-        while (mid >= 0 && m->pending[mid] != PENDING_NONE && mono_usec() < until) {
+        while (mid >= 0 && m->pending[mid] != PENDING_NONE && now_usec(CLOCK_MONOTONIC) < until) {
                 struct pollfd p = {.fd = mosquitto_socket(m->mosq), .events = POLLIN};
 
                 if (mosquitto_want_write(m->mosq))
@@ -318,7 +310,7 @@ static void *mqtt_thread(void *p)
 
         while (!atomic_load(&m->stop)) {
                 struct pollfd pf[2];
-                uint64_t now = mono_usec();
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
                 int rc = MOSQ_ERR_SUCCESS;
 
                 atomic_store_explicit(&m->stats->mqtt_heartbeat_usec, now, memory_order_relaxed);
@@ -333,7 +325,7 @@ static void *mqtt_thread(void *p)
 
                                 m->backoff_ms = m->backoff_ms == 0 ? 500 : MIN(m->backoff_ms * 2, max);
                                 /* 50-100% of the backoff, so a fleet does not come back in step */
-                                next_attempt = mono_usec() + 1000ull * (m->backoff_ms / 2 +
+                                next_attempt = now_usec(CLOCK_MONOTONIC) + USEC_PER_MSEC * (m->backoff_ms / 2 +
                                                                         (unsigned)rand() % (m->backoff_ms / 2 + 1));
                                 log_full_errno(failing ? LOG_DEBUG : LOG_WARNING,
                                                rc == MOSQ_ERR_ERRNO ? errno : 0,
@@ -372,7 +364,7 @@ static void *mqtt_thread(void *p)
                         connection_lost(m, rc);
                         m->backoff_ms = m->backoff_ms == 0 ? 500 : MIN(m->backoff_ms * 2,
                                                                        c->reconnect_max_sec * 1000u);
-                        next_attempt = mono_usec() + 1000ull * m->backoff_ms / 2;
+                        next_attempt = now_usec(CLOCK_MONOTONIC) + USEC_PER_MSEC * m->backoff_ms / 2;
                 }
         }
         say_goodbye(m);

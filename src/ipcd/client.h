@@ -42,11 +42,12 @@
 #include "peers.h"
 #include "proto.h"
 #include "outbox.h"
+#include "time-util.h"
 
 struct Server;
 
 /* How long a dropped client's sender may take to finish its last frames. */
-#define CLIENT_DROP_GRACE_USEC (5 * 1000000ULL)
+#define CLIENT_DROP_GRACE_USEC (5 * USEC_PER_SEC)
 
 /* How many distinct command names a client's disconnect entry carries. */
 #define CLIENT_COMMANDS_LOGGED 16

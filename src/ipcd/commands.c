@@ -291,8 +291,7 @@ static int cmd_auth(Client *c, const ProtoRequest *req)
         /* The delay is the same for every failure: no timing to learn from,
          * and one guess a second per connection. */
         {
-                struct timespec ts = {.tv_sec = AUTH_FAIL_DELAY_USEC / 1000000,
-                                      .tv_nsec = (AUTH_FAIL_DELAY_USEC % 1000000) * 1000};
+                struct timespec ts = usec_to_timespec(AUTH_FAIL_DELAY_USEC);
                 while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
                         ;
         }

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "exec.h"
+#include "fd-util.h"
 #include "log.h"
 #include "server.h"
 
@@ -152,13 +153,6 @@ static void kill_group(pid_t pid, int sig)
 {
         if (kill(-pid, sig) < 0 && errno == ESRCH)
                 (void)kill(pid, sig);
-}
-
-static int poll_timeout(uint64_t deadline, uint64_t now)
-{
-        if (deadline == UINT64_MAX)
-                return -1;
-        return now >= deadline ? 0 : (int)MIN((deadline - now + 999) / 1000, (uint64_t)INT32_MAX);
 }
 
 /* One run of a configured command: what exec_run's steps share. */
@@ -293,7 +287,7 @@ static void exec_stream(ExecRun *x)
                         x->end = EXEC_CLIENT_GONE;
                         break;
                 }
-                if (poll(p, 3, poll_timeout(wake, now)) < 0) {
+                if (poll(p, 3, poll_timeout_ms(wake, now)) < 0) {
                         if (errno == EINTR)
                                 continue;
                         x->end = EXEC_CLIENT_GONE;
@@ -320,7 +314,7 @@ static void exec_stream(ExecRun *x)
                          * group goes now. Then take what is in the pipe. */
                         x->exited = true;
                         kill_group(x->pid, SIGKILL);
-                        (void)fcntl(x->out, F_SETFL, O_NONBLOCK);
+                        (void)fd_nonblock(x->out, true);
                 }
                 if (x->out >= 0 && (p[0].revents & (POLLIN | POLLHUP) || x->exited))
                         exec_output(x);
@@ -346,7 +340,7 @@ static void exec_reap(ExecRun *x)
         for (;;) {
                 struct pollfd p = {.fd = x->pidfd, .events = POLLIN};
 
-                if (poll(&p, 1, poll_timeout(deadline, now_usec(CLOCK_MONOTONIC))) == 0) {
+                if (poll(&p, 1, poll_timeout_ms(deadline, now_usec(CLOCK_MONOTONIC))) == 0) {
                         kill_group(x->pid, SIGKILL);
                         deadline = UINT64_MAX;
                         continue;

@@ -17,11 +17,12 @@
 #include "events.h"
 #include "handover.h"
 #include "log.h"
+#include "time-util.h"
 #include "registry.h"
 #include "server.h"
 
 /* How long the exit waits for systemd to have taken every fd. */
-#define HANDOVER_BARRIER_USEC (5 * 1000000ULL)
+#define HANDOVER_BARRIER_USEC (5 * USEC_PER_SEC)
 
 unsigned handover_fdstore_max(void)
 {

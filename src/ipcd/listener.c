@@ -3,7 +3,6 @@
  * listener.h.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "fd-util.h"
 #include "listener.h"
 
 /* SocketMode=/SocketGroup= (or --socket-mode/--socket-group) for the Unix
@@ -27,15 +27,6 @@ void listener_set_unix_access(int mode, bool has_gid, gid_t gid)
         unix_mode = mode;
         unix_has_gid = has_gid;
         unix_gid = gid;
-}
-
-static int fd_set_nonblock(int fd)
-{
-        int flags = fcntl(fd, F_GETFL);
-
-        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
-                return -errno;
-        return 0;
 }
 
 static void listener_name(int fd, Listener *l)
@@ -64,7 +55,7 @@ int listener_from_fd(int fd, Listener *l)
                 l->transport = TRANSPORT_TCP;
         else
                 return -EAFNOSUPPORT;
-        r = fd_set_nonblock(fd);
+        r = fd_nonblock(fd, true);
         if (r < 0)
                 return r;
         l->fd = fd;

@@ -9,9 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <inttypes.h>
 
 #define SD_JOURNAL_SUPPRESS_LOCATION 1
@@ -20,55 +18,11 @@
 #include "client.h"
 #include "log.h"
 
-atomic_int log_max_level = LOG_INFO;
 static bool use_journal;
-
-static const char *const level_names[] = {
-    [LOG_EMERG] = "emerg",     [LOG_ALERT] = "alert",   [LOG_CRIT] = "crit", [LOG_ERR] = "err",
-    [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice", [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
-};
 
 void log_open(void)
 {
-        const char *e = getenv("JOURNAL_STREAM");
-        unsigned long long dev, ino;
-        struct stat st;
-
-        use_journal = false;
-        if (e && sscanf(e, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0)
-                use_journal = st.st_dev == (dev_t)dev && st.st_ino == (ino_t)ino;
-}
-
-bool log_to_journal(void)
-{
-        return use_journal;
-}
-
-int log_level_from_string(const char *s)
-{
-        for (size_t i = 0; i < ELEMENTSOF(level_names); i++)
-                if (strcmp(s, level_names[i]) == 0)
-                        return (int)i;
-        if (strcmp(s, "error") == 0)
-                return LOG_ERR;
-        if (strcmp(s, "warn") == 0)
-                return LOG_WARNING;
-        return -EINVAL;
-}
-
-const char *log_level_to_string(int level)
-{
-        if (level < 0 || (size_t)level >= ELEMENTSOF(level_names))
-                return NULL;
-        return level_names[level];
-}
-
-uint64_t now_usec(int clock)
-{
-        struct timespec ts;
-
-        clock_gettime(clock, &ts);
-        return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+        use_journal = log_stderr_is_journal();
 }
 
 int log_full(int level, int error, const struct Client *c, const char *const *commands,

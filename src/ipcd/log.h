@@ -2,25 +2,21 @@
  * log.h - the daemon's logging: structured journal entries when stderr is
  * connected to the journal ($JOURNAL_STREAM matches), plain lines on stderr
  * otherwise. Callable from any thread; the level is set once at start (and
- * on reload, as an atomic).
+ * on reload, as an atomic). The level names, log_max_level and the journal
+ * test are shared with ipcd-bridge (log-core.h).
  */
 #pragma once
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <syslog.h>
 
+#include "log-core.h"
 #include "macro.h"
+#include "time-util.h"
 
 struct Client;
 
-extern atomic_int log_max_level;
-
 void log_open(void);
-bool log_to_journal(void);
-int log_level_from_string(const char *s);
-const char *log_level_to_string(int level);
 
 /*
  * Log a message at `level`; when `error` is non-zero errno is set to it
@@ -75,5 +71,3 @@ typedef struct RateLimit {
 
 /* True if a message may be logged now. */
 bool ratelimit_below(RateLimit *rl);
-
-uint64_t now_usec(int clock);

@@ -12,6 +12,7 @@
 
 #include "macro.h"
 #include "outbox.h"
+#include "time-util.h"
 
 /* iovecs per writev() of the sender (kept small: the stack is small). */
 #define SEND_IOV 64
@@ -395,12 +396,12 @@ void outbox_set_limit(Outbox *q, size_t limit)
 
 int outbox_wait_space(Outbox *q, uint64_t deadline)
 {
-        struct timespec ts = {.tv_sec = deadline / 1000000, .tv_nsec = (deadline % 1000000) * 1000};
+        struct timespec ts = usec_to_timespec(deadline);
         int r = 0;
 
         pthread_mutex_lock(&q->lock);
         while (q->bytes > q->limit && !q->dead && r == 0)
-                r = deadline == UINT64_MAX ? pthread_cond_wait(&q->can_queue, &q->lock)
+                r = deadline == USEC_INFINITY ? pthread_cond_wait(&q->can_queue, &q->lock)
                                            : pthread_cond_timedwait(&q->can_queue, &q->lock, &ts);
         r = q->dead ? -EPIPE : (q->bytes > q->limit ? -ETIMEDOUT : 0);
         pthread_mutex_unlock(&q->lock);

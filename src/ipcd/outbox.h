@@ -96,7 +96,7 @@ ssize_t outbox_deliver(Outbox *q);
 /* Only wake the sender if it sleeps while something is queued. */
 void outbox_deliver_wake(Outbox *q);
 /* Block while over the limit, until `deadline` (CLOCK_MONOTONIC µs;
- * UINT64_MAX: no deadline): 0, -ETIMEDOUT, or -EPIPE if dead. */
+ * USEC_INFINITY: no deadline): 0, -ETIMEDOUT, or -EPIPE if dead. */
 int outbox_wait_space(Outbox *q, uint64_t deadline);
 void outbox_set_limit(Outbox *q, size_t limit);
 /*

@@ -23,6 +23,7 @@
 #include "events.h"
 #include "log.h"
 #include "server.h"
+#include "time-util.h"
 
 /* How much the reader asks read() for at least. */
 #define READ_CHUNK 16384
@@ -32,7 +33,7 @@
 /* After quit or too-long, how long and how much unread input we discard
  * before closing, so the close does not turn into a reset that could
  * destroy the answer in flight. */
-#define LINGER_USEC  (2 * 1000000)
+#define LINGER_USEC  (2 * USEC_PER_SEC)
 #define LINGER_BYTES (16 * 1024 * 1024)
 /* While lingering, how often to look whether the peer has taken everything. */
 #define LINGER_POLL_MSEC 20
@@ -121,7 +122,7 @@ static void reader_linger(Client *c, uint64_t deadline)
                         else if (now >= grace_until)
                                 break;
                 }
-                r = poll(&p, 1, (int)MIN((deadline - now + 999) / 1000, LINGER_POLL_MSEC));
+                r = poll(&p, 1, MIN(poll_timeout_ms(deadline, now), LINGER_POLL_MSEC));
                 if (r == 0) {
                         quiet = true;
                         continue;
@@ -146,14 +147,14 @@ static void reader_arm_timeout(Client *c, uint64_t now)
         uint64_t want = 0;
 
         if (c->line_since_usec != 0 && cf->request_timeout_sec > 0) {
-                uint64_t end = c->line_since_usec + (uint64_t)cf->request_timeout_sec * 1000000;
+                uint64_t end = c->line_since_usec + (uint64_t)cf->request_timeout_sec * USEC_PER_SEC;
                 want = end > now ? end - now : 1;
         }
         if (c->n_subs == 0 && cf->client_idle_timeout_sec > 0)
-                want = want ? MIN(want, (uint64_t)cf->client_idle_timeout_sec * 1000000)
-                            : (uint64_t)cf->client_idle_timeout_sec * 1000000;
+                want = want ? MIN(want, (uint64_t)cf->client_idle_timeout_sec * USEC_PER_SEC)
+                            : (uint64_t)cf->client_idle_timeout_sec * USEC_PER_SEC;
         if (want != c->rcvtimeo_usec) {
-                struct timeval tv = {.tv_sec = want / 1000000, .tv_usec = want % 1000000};
+                struct timeval tv = usec_to_timeval(want);
                 (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
                 c->rcvtimeo_usec = want;
         }
@@ -172,7 +173,7 @@ static ReadEnd reader_timed_out(Client *c)
         uint64_t now = now_usec(CLOCK_MONOTONIC);
 
         if (c->line_since_usec != 0 && cf->request_timeout_sec > 0 &&
-            now + 10000 >= c->line_since_usec + (uint64_t)cf->request_timeout_sec * 1000000) {
+            now + 10000 >= c->line_since_usec + (uint64_t)cf->request_timeout_sec * USEC_PER_SEC) {
                 atomic_fetch_add_explicit(&c->server->stats.request_timeouts, 1,
                                           memory_order_relaxed);
                 client_count(&c->n_failed, 1);
@@ -271,7 +272,7 @@ static void reader_batch(Client *c, size_t *scan, uint64_t now)
                 if (c->closing)
                         break;
                 if (c->out.len >= OUT_FLUSH_BYTES &&
-                    (client_flush(c) < 0 || outbox_wait_space(&c->outbox, UINT64_MAX) < 0)) {
+                    (client_flush(c) < 0 || outbox_wait_space(&c->outbox, USEC_INFINITY) < 0)) {
                         c->closing = true;
                         break;
                 }
@@ -328,7 +329,7 @@ void *client_reader_thread(void *userdata)
         while (end == READ_ON) {
                 ssize_t n;
 
-                if (outbox_wait_space(&c->outbox, UINT64_MAX) < 0) {
+                if (outbox_wait_space(&c->outbox, USEC_INFINITY) < 0) {
                         end = READ_EOF;
                         break;
                 }
@@ -364,7 +365,7 @@ void *client_reader_thread(void *userdata)
         }
         if (end == READ_STOPPED)
                 reader_linger(c, now_usec(CLOCK_MONOTONIC) +
-                                     (stopping ? (uint64_t)c->config->drain_timeout_sec * 1000000 +
+                                     (stopping ? (uint64_t)c->config->drain_timeout_sec * USEC_PER_SEC +
                                                      LINGER_USEC
                                                : LINGER_USEC));
 

@@ -11,11 +11,7 @@
 
 #include "log.h"
 #include "registry.h"
-
-static struct timespec timespec_from_usec(uint64_t usec)
-{
-        return (struct timespec){.tv_sec = usec / 1000000, .tv_nsec = (usec % 1000000) * 1000};
-}
+#include "time-util.h"
 
 int registry_init(Registry *r, Config *config)
 {
@@ -278,7 +274,7 @@ unsigned registry_drain(Registry *r, uint64_t until, uint64_t kick_usec)
          * those that have not seen it. */
         pthread_mutex_lock(&r->lock);
         while (r->n_clients > 0 && (now = now_usec(CLOCK_MONOTONIC)) < until) {
-                ts = timespec_from_usec(MIN(until, now + kick_usec));
+                ts = usec_to_timespec(MIN(until, now + kick_usec));
                 if (pthread_cond_timedwait(&r->drained, &r->lock, &ts) == ETIMEDOUT)
                         for (Client *c = r->clients; c; c = c->next)
                                 if (!atomic_load(&c->stop_seen))
@@ -288,7 +284,7 @@ unsigned registry_drain(Registry *r, uint64_t until, uint64_t kick_usec)
         if (left > 0) {
                 for (Client *c = r->clients; c; c = c->next)
                         client_abort(c);
-                ts = timespec_from_usec(now_usec(CLOCK_MONOTONIC) + 1000000);
+                ts = usec_to_timespec(now_usec(CLOCK_MONOTONIC) + USEC_PER_SEC);
                 while (r->n_clients > 0)
                         if (pthread_cond_timedwait(&r->drained, &r->lock, &ts) == ETIMEDOUT)
                                 break;
@@ -299,7 +295,7 @@ unsigned registry_drain(Registry *r, uint64_t until, uint64_t kick_usec)
 
 int registry_check(Registry *r, uint64_t now, unsigned *ret_exit_idle_sec)
 {
-        struct timespec deadline = timespec_from_usec(now_usec(CLOCK_REALTIME) + 2 * 1000000);
+        struct timespec deadline = usec_to_timespec(now_usec(CLOCK_REALTIME) + 2 * USEC_PER_SEC);
         unsigned n;
 
         if (pthread_mutex_timedlock(&r->lock, &deadline) != 0)
@@ -335,7 +331,7 @@ size_t registry_ref_all(Registry *r, Client ***ret)
 
 bool registry_wait_readers(Registry *r, uint64_t until)
 {
-        struct timespec ts = timespec_from_usec(until);
+        struct timespec ts = usec_to_timespec(until);
         bool running = true;
 
         pthread_mutex_lock(&r->lock);

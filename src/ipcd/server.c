@@ -27,6 +27,7 @@
 #include "log.h"
 #include "notify.h"
 #include "server.h"
+#include "time-util.h"
 
 /* Thread stacks: small, since a client costs one or two threads. Sanitizers need
  * far more stack for their bookkeeping. */
@@ -94,8 +95,8 @@ int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
                 return r;
         /* At most 20 journal entries about failed auth in 10 s, with a count
          * of what was left out; and 50 about other refused requests. */
-        s->auth_log_rl = RATELIMIT_INIT(10 * 1000000, 20);
-        s->refusal_rl = RATELIMIT_INIT(10 * 1000000, 50);
+        s->auth_log_rl = RATELIMIT_INIT(10 * USEC_PER_SEC, 20);
+        s->refusal_rl = RATELIMIT_INIT(10 * USEC_PER_SEC, 50);
 
         r = pthread_attr_init(&s->thread_attr);
         if (r)
@@ -245,7 +246,7 @@ static void refuse(Server *s, Client *c, atomic_uint_fast64_t *counter, const ch
 
 static void refuse(Server *s, Client *c, atomic_uint_fast64_t *counter, const char *fmt, ...)
 {
-        static RateLimit rl = RATELIMIT_INIT(10 * 1000000, 5); /* main thread only */
+        static RateLimit rl = RATELIMIT_INIT(10 * USEC_PER_SEC, 5); /* main thread only */
         Buffer b = BUFFER_INIT;
         char why[160];
         va_list ap;
@@ -310,7 +311,7 @@ static void server_add_client(Server *s, Listener *l, int fd, const Address *a)
 
 static void server_accept(Server *s, Listener *l, uint64_t *paused_until)
 {
-        static RateLimit rl = RATELIMIT_INIT(10 * 1000000, 3);
+        static RateLimit rl = RATELIMIT_INIT(10 * USEC_PER_SEC, 3);
 
         for (int i = 0; i < ACCEPT_BURST; i++) {
                 Address a = {.len = sizeof(a.storage)};
@@ -391,7 +392,7 @@ static int server_drain(Server *s, bool restartable)
         for (size_t i = 0; i < s->n_listeners; i++)
                 listener_close(&s->listeners[i]);
 
-        until = now_usec(CLOCK_MONOTONIC) + (uint64_t)config->drain_timeout_sec * 1000000;
+        until = now_usec(CLOCK_MONOTONIC) + (uint64_t)config->drain_timeout_sec * USEC_PER_SEC;
         if (restartable && handover_fdstore_max() > 1) {
                 atomic_store(&s->handing_over, true);
                 left = server_hand_over(s, until);
@@ -453,7 +454,7 @@ int server_reload(Server *s, Buffer *errors)
  */
 static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since)
 {
-        static RateLimit wedged_rl = RATELIMIT_INIT(10 * 1000000, 1);
+        static RateLimit wedged_rl = RATELIMIT_INIT(10 * USEC_PER_SEC, 1);
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         unsigned exit_idle_sec;
         ClientCounters k;
@@ -477,7 +478,7 @@ static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since)
         }
         if (*idle_since == 0)
                 *idle_since = now;
-        return now - *idle_since >= (uint64_t)exit_idle_sec * 1000000;
+        return now - *idle_since >= (uint64_t)exit_idle_sec * USEC_PER_SEC;
 }
 
 static int server_signals(Server *s)
@@ -499,7 +500,7 @@ static int server_signals(Server *s)
 static int server_select(Server *s, bool paused, uint64_t now, uint64_t until, fd_set *rfds)
 {
         uint64_t wait = until > now ? until - now : 0;
-        struct timeval tv = {.tv_sec = wait / 1000000, .tv_usec = wait % 1000000};
+        struct timeval tv = usec_to_timeval(wait);
         int maxfd = s->wake_fd, r;
 
         FD_ZERO(rfds);
@@ -521,7 +522,7 @@ static int server_select(Server *s, bool paused, uint64_t now, uint64_t until, f
 
 int server_run(Server *s)
 {
-        uint64_t paused_until = 0, next_tick, tick_usec = 1000000, watchdog_usec = 0;
+        uint64_t paused_until = 0, next_tick, tick_usec = USEC_PER_SEC, watchdog_usec = 0;
         uint64_t idle_since = 0;
         bool watchdog, idle_exit = false;
         int r;
