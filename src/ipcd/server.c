@@ -65,6 +65,19 @@ static void on_wake(int sig)
 {
 }
 
+static int server_signals(Server *s)
+{
+        /* No SA_RESTART: a reader's read() returns EINTR (client_kick). */
+        struct sigaction sa = {.sa_handler = on_signal}, wake_sa = {.sa_handler = on_wake};
+
+        signal_wake_fd = s->wake_fd;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
+            sigaction(SIGHUP, &sa, NULL) < 0 || sigaction(CLIENT_WAKE_SIGNAL, &wake_sa, NULL) < 0)
+                return log_error_errno(errno, "Failed to install signal handlers: %m");
+        return 0;
+}
+
 int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
 {
         int r;
@@ -82,6 +95,11 @@ int server_init(Server *s, Config *config, const ConfigOverrides *overrides)
                 return -errno;
         if (s->wake_fd >= FD_SETSIZE)
                 return -EMFILE;
+        /* Before any listener exists: a SIGHUP that comes as soon as one can
+         * connect must not find the default action (terminate). */
+        r = server_signals(s);
+        if (r < 0)
+                return r;
 
         r = pthread_mutex_init(&s->reload_lock, NULL);
         if (!r)
@@ -481,18 +499,6 @@ static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since)
         return now - *idle_since >= (uint64_t)exit_idle_sec * USEC_PER_SEC;
 }
 
-static int server_signals(Server *s)
-{
-        /* No SA_RESTART: a reader's read() returns EINTR (client_kick). */
-        struct sigaction sa = {.sa_handler = on_signal}, wake_sa = {.sa_handler = on_wake};
-
-        signal_wake_fd = s->wake_fd;
-        sigemptyset(&sa.sa_mask);
-        if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
-            sigaction(SIGHUP, &sa, NULL) < 0 || sigaction(CLIENT_WAKE_SIGNAL, &wake_sa, NULL) < 0)
-                return log_error_errno(errno, "Failed to install signal handlers: %m");
-        return 0;
-}
 
 /* select() on the wake-up fd and, unless paused, the listeners, until `until`
  * (CLOCK_MONOTONIC µs); the wake-up fd is emptied. Returns select()'s
@@ -526,10 +532,6 @@ int server_run(Server *s)
         uint64_t idle_since = 0;
         bool watchdog, idle_exit = false;
         int r;
-
-        r = server_signals(s);
-        if (r < 0)
-                return r;
 
         watchdog = notify_watchdog_enabled(&watchdog_usec);
         if (watchdog)
