@@ -300,6 +300,25 @@ def watch():
         if not pids or pids[-1] != pid:
             pids.append(pid)
         time.sleep(0.02)
+def hello_id(s):
+    def more(buf):
+        c = s.recv(4096)
+        if not c:
+            raise EOFError("closed")
+        return buf + c
+    s.sendall(b"hello\n")
+    buf = b""
+    while b"\n" not in buf:
+        buf = more(buf)
+    head, rest = buf.split(b"\n", 1)
+    while len(rest) < int(head.split()[-1]) + 1:
+        rest = more(rest)
+    return [l for l in rest.decode().splitlines() if l.startswith("client: ")][0]
+# a session that the upgrade's restart must keep (ipcd(8), RESTART)
+kept = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+kept.settimeout(30)
+kept.connect(path)
+kept_before = hello_id(kept)
 w = threading.Thread(target=watch)
 w.start()
 print("started", flush=True)
@@ -329,7 +348,12 @@ while not os.path.exists(stopfile):
         s.close()
     time.sleep(0.005)
 w.join()
-print(json.dumps({"ok": ok, "errors": errors, "socket_states": socket_states, "pids": pids}))
+try:
+    kept_after = hello_id(kept)
+except (OSError, EOFError) as e:
+    kept_after = repr(e)
+print(json.dumps({"ok": ok, "errors": errors, "socket_states": socket_states, "pids": pids,
+                  "kept": [kept_before, kept_after]}))
 """
 
 
@@ -359,11 +383,12 @@ def step_upgrade():
     new_pid = int(show("ipcd.service", "MainPID"))
     version = C.ok(["dpkg-query", "-W", "-f", "${Version}", "ipcd"]).strip()
     log("upgrade %s -> %s (%.1fs): ipcd.socket states seen %s, ActiveEnterTimestamp %s; "
-        "ipcd MainPID %d -> %d (seen: %s); client loop: %d answered, %d not: %s"
+        "ipcd MainPID %d -> %d (seen: %s); client loop: %d answered, %d not: %s; a held "
+        "connection: %s"
         % (S["v1"], version, took, res["socket_states"], "unchanged"
            if show("ipcd.socket", "ActiveEnterTimestampMonotonic") == sock_since else "CHANGED",
            old_pid, new_pid, " ".join(res["pids"]), res["ok"], len(res["errors"]),
-           res["errors"][:5]))
+           res["errors"][:5], " -> ".join(map(str, res["kept"]))))
     check(version == S["v2"], "installed version %s after the upgrade" % version)
     check(all(k.startswith("active/") for k in res["socket_states"]),
           "ipcd.socket left active during the upgrade: %s" % res["socket_states"])
@@ -374,6 +399,8 @@ def step_upgrade():
     exe = C.ok(["readlink", "/proc/%d/exe" % new_pid]).strip()
     check(exe == "/usr/sbin/ipcd", "the new ipcd runs %r, not the upgraded binary" % exe)
     check(res["ok"] > 0, "no client was served during the upgrade")
+    check(res["kept"][0] is not None and res["kept"][0] == res["kept"][1],
+          "a session was not kept across the upgrade: %s" % res["kept"])
     refused = [e for e in res["errors"] if e[0] == "connect"]
     check(not refused, "connections refused during the upgrade: %s" % refused)
     # As in the system suite's restart test: a client accepted by the old ipcd
