@@ -126,6 +126,7 @@ expect_has "--socket --host --token-file --timeout --json --quiet --help --versi
 expect "hello listen publish send stats" -t 5 --json ""
 expect "" -t ""
 expect "--count" listen --c
+expect "--reconnect" listen --r
 expect "" hello ""
 
 # Socket paths after -s: directories and sockets, not other files.

@@ -989,15 +989,70 @@ def test_interactive():
                 t.type(b"exit\r")
                 check(t.wait_exit() == 0, "--json exit: status %s" % t.status)
 
-            # the server goes away: a message and exit 3
+            # the server goes away for good: it says so, tries again for a few
+            # seconds, then exit 3
             with Pty("-s", d.path, env=pty_env(home)) as t:
                 t.expect(b"> ")
                 t.type(b"ping\r")
                 t.expect(b"pong")
                 d.stop()
-                t.expect(b"ipcctl: connection closed by unix:" + d.path.encode())
+                t.expect(b"ipcctl: the connection to unix:" + d.path.encode() +
+                         b" ended; reconnecting")
+                t.expect(b"ipcctl: cannot connect to unix:" + d.path.encode())
                 check(t.wait_exit() == 3, "server gone: status %s" % t.status)
     finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_reconnect():
+    """A daemon started again by hand (no fd store to keep the session):
+    listen --reconnect and the interactive mode connect again and subscribe
+    again, saying so on stderr; events after that arrive."""
+    home = tempfile.mkdtemp(prefix="ipcctl-home-")
+    d = Daemon()
+    path = d.path
+    try:
+        out_r, out_w = os.pipe()
+        err_path = os.path.join(home, "listen.err")
+        with open(err_path, "wb") as err:
+            p = own(subprocess.Popen([IPCCTL, "-s", path, "listen", "news", "--reconnect"],
+                                     stdout=out_w, stderr=err, env=env_for()))
+        os.close(out_w)
+        got = [b""]
+
+        def printed(text):
+            r, _, _ = select.select([out_r], [], [], 0.05)
+            if r:
+                got[0] += os.read(out_r, 4096)
+            return text in got[0]
+        with Pty("-s", path, env=pty_env(home)) as t:
+            t.expect(b"> ")
+            t.type(b"subscribe news\r")
+            t.expect(b"1")
+            wait_for(lambda: ipcctl("-s", path, "publish", "news", "one").stdout == b"2\n",
+                     what="both subscribed")
+            wait_for(lambda: printed(b"one\n"), what="listen to print the first event")
+            t.expect(b"[news] one")
+            d.stop()
+            d = Daemon("--listen", "unix:" + path, unix=False, path=path)
+            t.expect(b"ipcctl: reconnected to unix:" + path.encode())
+            wait_for(lambda: ipcctl("-s", path, "publish", "news", "two").stdout == b"2\n",
+                     what="both subscribed again")
+            wait_for(lambda: printed(b"two\n"), what="listen to print the event after")
+            t.expect(b"[news] two")
+            t.type(b"exit\r")
+            check(t.wait_exit() == 0, "interactive exit: status %s" % t.status)
+        os.kill(p.pid, signal.SIGTERM)
+        check(p.wait(10) == 0, "listen --reconnect exited %s" % p.returncode)
+        os.close(out_r)
+        with open(err_path, "rb") as f:
+            err = f.read()
+        check(b"ipcctl: the connection to unix:%s ended; reconnecting" % path.encode() in err
+              and b"ipcctl: reconnected to unix:%s, subscribing again" % path.encode() in err,
+              "listen --reconnect said: %r" % err)
+        check(got[0] == b"one\ntwo\n", "listen printed %r" % got[0])
+    finally:
+        d.stop()
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -1157,5 +1212,6 @@ if __name__ == "__main__":
         test_publish_fake,
         test_interactive,
         test_interactive_events,
+        test_reconnect,
         test_interactive_shell,
     ])

@@ -271,22 +271,25 @@ static size_t user_outstanding(const Session *s)
 }
 
 /*
- * Ctrl-C with answers due: drop the connection, and with it whatever the
- * daemon is still doing for us, and carry on over a new one. Returns 0, or
- * an exit status when no new connection can be made.
+ * Carry on over a new connection: authenticate and subscribe again as the
+ * user did on the old one, silently. `tries` connection attempts, 100 ms
+ * apart and twice as long each time. Returns 0, or an exit status when no
+ * new connection can be made.
  */
-static int cancel_pending(Session *s)
+static int session_reconnect(Session *s, unsigned tries, bool announce)
 {
+        usec_t pause = 100 * USEC_PER_MSEC;
         Conn *c = NULL;
         int r;
 
-        prompt_hide();
-        prompt_erase_line();
-        fprintf(stdout, "^C cancelled %zu request(s)\n", user_outstanding(s));
-        fflush(stdout);
-
         s->conn = conn_free(s->conn);
-        r = session_open(deadline_after(arg_timeout), &c);
+        for (;;) {
+                r = session_open(deadline_after(arg_timeout), &c);
+                if (r != EXIT_STATUS_CONNECTION || --tries == 0)
+                        break;
+                (void)poll(NULL, 0, (int)(pause / USEC_PER_MSEC));
+                pause *= 2;
+        }
         if (r != 0)
                 return r;
         s->conn = c;
@@ -317,9 +320,37 @@ static int cancel_pending(Session *s)
                 if (r < 0)
                         return session_error(r);
         }
+        if (announce)
+                fprintf(stderr, "ipcctl: reconnected to %s\n", session_target());
         if (!s->leaving)
                 prompt_show();
         return 0;
+}
+
+/*
+ * Ctrl-C with answers due: drop the connection, and with it whatever the
+ * daemon is still doing for us, and carry on over a new one.
+ */
+static int cancel_pending(Session *s)
+{
+        prompt_hide();
+        prompt_erase_line();
+        fprintf(stdout, "^C cancelled %zu request(s)\n", user_outstanding(s));
+        fflush(stdout);
+        return session_reconnect(s, 1, false);
+}
+
+/* The daemon ended the connection (stopped, or started again by hand; a
+ * systemd restart keeps it): say so, and carry on over a new one. */
+static int connection_ended(Session *s)
+{
+        prompt_hide();
+        prompt_erase_line();
+        fflush(stdout);
+        fprintf(stderr, "ipcctl: the connection to %s ended%s; reconnecting\n",
+                session_target(),
+                s->outstanding ? ", answers still due are lost" : "");
+        return session_reconnect(s, 6, true);
 }
 
 /* The command name of a line, if it parses. */
@@ -467,10 +498,10 @@ static int session_run(Session *s, int sfd)
                 if (s->done)
                         break;
                 if (s->conn->eof) {
-                        prompt_hide();
-                        fputc('\n', stdout);
-                        fflush(stdout);
-                        return session_error(-ECONNRESET);
+                        r = connection_ended(s);
+                        if (r != 0)
+                                return r;
+                        continue;
                 }
                 if (p[0].revents && prompt_shown()) {
                         r = handle_terminal(s);

@@ -37,7 +37,8 @@ static const Verb verbs[] = {
     {"hello", verb_hello, "", "Show the server and this connection"},
     {"stats", verb_stats, "", "Show the server's counters"},
     {"publish", verb_publish, "TOPIC MESSAGE...", "Publish an event (words joined by blanks)"},
-    {"listen", verb_listen, "TOPIC... [--count N]", "Print events until interrupted"},
+    {"listen", verb_listen, "TOPIC... [--count N] [--reconnect]",
+     "Print events until interrupted"},
     {"monitor", verb_monitor, "[--count N]",
      "Print every command as it runs: who, what, result, duration (admin)"},
 };
@@ -99,7 +100,11 @@ static void help(void)
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
                 char buf[64];
                 snprintf(buf, sizeof(buf), "%s %s", verbs[i].verb, verbs[i].args);
-                printf("  %-29s %s\n", buf, verbs[i].description);
+                /* a long usage gets a line of its own */
+                if (strlen(buf) > 29)
+                        printf("  %s\n  %-29s %s\n", buf, "", verbs[i].description);
+                else
+                        printf("  %-29s %s\n", buf, verbs[i].description);
         }
         printf(
             "\n"

@@ -1,12 +1,14 @@
 /*
- * verb-listen.c - listen TOPIC... [--count N]: subscribe and print each
+ * verb-listen.c - listen TOPIC... [--count N] [--reconnect]: subscribe and print each
  * EVENT payload on a line of its own (or as JSON), until N events have
  * been printed, SIGINT/SIGTERM (exit 0), or the connection breaks (exit 3).
  * monitor [--count N]: the same on the daemon's ipcd.monitor topic (admin
  * only), each entry on one line (key=value) or as one JSON object.
  *
  * -t bounds connecting and the answer to `subscribe` only; events may take
- * as long as they like. The signals are taken through a signalfd polled
+ * as long as they like. With --reconnect a connection that ends after the
+ * subscription is opened again (100 ms, then twice as long each time, up
+ * to 5 s) and subscribed again, each step said on stderr. The signals are taken through a signalfd polled
  * beside the socket (conn_pump()), so that an interrupted listen still
  * flushes stdout. One thread; the connection and the Output are
  * verb_listen()'s.
@@ -21,7 +23,8 @@
 #include "ipcctl.h"
 #include "output.h"
 
-static bool monitor_mode; /* verb_monitor: set before anything else runs */
+static bool monitor_mode;  /* verb_monitor: set before anything else runs */
+static bool arg_reconnect; /* listen --reconnect */
 
 static int parse_count(const char *s, unsigned long long *ret)
 {
@@ -138,6 +141,23 @@ static int signalfd_open(void)
         return fd < 0 ? -errno : fd;
 }
 
+/* --reconnect: the first pause, and the longest. */
+#define RECONNECT_FIRST_USEC (100 * USEC_PER_MSEC)
+#define RECONNECT_MAX_USEC   (5 * USEC_PER_SEC)
+
+/* Wait `usec` before trying again; true if SIGINT/SIGTERM came meanwhile. */
+static bool reconnect_wait(int sfd, usec_t usec)
+{
+        struct pollfd p = {.fd = sfd, .events = POLLIN};
+        struct signalfd_siginfo si;
+
+        if (poll(&p, 1, poll_timeout_ms(now_usec(CLOCK_MONOTONIC) + usec,
+                                        now_usec(CLOCK_MONOTONIC))) > 0 &&
+            read(sfd, &si, sizeof(si)) == sizeof(si))
+                return true;
+        return false;
+}
+
 /* Queue `subscribe TOPIC...`. */
 static int queue_subscribe(Conn *c, char **topics, size_t n)
 {
@@ -150,11 +170,11 @@ static int queue_subscribe(Conn *c, char **topics, size_t n)
         return conn_queue_request(c, req, n + 1);
 }
 
-/* Print events until the count, a signal, or the end of the stream. */
+/* Print events until the count, a signal, or the end of the stream (then
+ * *broken: the connection ended or broke after the subscription). */
 static int listen_run(Conn *c, int sfd, bool with_topic, unsigned long long count,
-                      usec_t deadline)
+                      unsigned long long *seen, usec_t deadline, bool *broken)
 {
-        unsigned long long seen = 0;
         bool subscribed = false;
         Output o;
         int r, status;
@@ -169,8 +189,12 @@ static int listen_run(Conn *c, int sfd, bool with_topic, unsigned long long coun
                 if (r < 0)
                         return log_output_error(r);
                 r = conn_pump(c, &sig, 1, subscribed ? USEC_INFINITY : deadline);
-                if (r < 0)
-                        return session_error(r);
+                if (r < 0) {
+                        *broken = subscribed && r != -ETIMEDOUT;
+                        (void)output_flush(&o);
+                        return *broken && arg_reconnect ? EXIT_STATUS_CONNECTION
+                                                        : session_error(r);
+                }
 
                 if (sig.revents) {
                         struct signalfd_siginfo si;
@@ -179,11 +203,15 @@ static int listen_run(Conn *c, int sfd, bool with_topic, unsigned long long coun
                                 return r < 0 ? log_output_error(r) : EXIT_STATUS_OK;
                         }
                 }
-                if (handle_frames(c, &o, with_topic, &subscribed, count, &seen, &status))
+                if (handle_frames(c, &o, with_topic, &subscribed, count, seen, &status)) {
+                        *broken = subscribed && status == EXIT_STATUS_CONNECTION;
                         return status;
+                }
                 if (c->eof) {
                         (void)output_flush(&o);
-                        return session_error(-ECONNRESET);
+                        *broken = subscribed;
+                        return *broken && arg_reconnect ? EXIT_STATUS_CONNECTION
+                                                        : session_error(-ECONNRESET);
                 }
         }
 }
@@ -192,11 +220,12 @@ int verb_listen(int argc, char *argv[])
 {
         static const struct option options[] = {
             {"count", required_argument, NULL, 'c'},
+            {"reconnect", no_argument, NULL, 'r'},
             {},
         };
         _cleanup_conn_ Conn *c = NULL;
         _cleanup_close_ int sfd = -1;
-        unsigned long long count = 0;
+        unsigned long long count = 0, seen = 0;
         usec_t deadline;
         int opt, r;
 
@@ -210,6 +239,9 @@ int verb_listen(int argc, char *argv[])
                         if (parse_count(optarg, &count) < 0)
                                 return usage_error("invalid --count '%s' (a positive integer)",
                                                    optarg);
+                        break;
+                case 'r':
+                        arg_reconnect = true;
                         break;
                 case ':':
                         return usage_error("listen: option '%s' needs an argument",
@@ -225,20 +257,41 @@ int verb_listen(int argc, char *argv[])
                         return usage_error(
                             "invalid topic '%s' (allowed: letters, digits and ._:/@+-)", argv[i]);
 
-        deadline = deadline_after(arg_timeout);
-        r = session_open(deadline, &c);
-        if (r != 0)
-                return r;
-
         sfd = signalfd_open();
         if (sfd < 0) {
                 log_error_errno(sfd, "cannot set up signal handling: %m");
                 return EXIT_STATUS_FAILED;
         }
-        r = queue_subscribe(c, argv + optind, (size_t)(argc - optind));
-        if (r < 0)
-                return session_error(r);
-        return listen_run(c, sfd, argc - optind > 1, count, deadline);
+        for (usec_t backoff = 0;;) {
+                bool broken = false;
+
+                deadline = deadline_after(arg_timeout);
+                r = session_open(deadline, &c);
+                if (r == EXIT_STATUS_CONNECTION && backoff > 0) {
+                        /* still away: try again, a little later each time */
+                        backoff = MIN(backoff * 2, RECONNECT_MAX_USEC);
+                        if (reconnect_wait(sfd, backoff))
+                                return EXIT_STATUS_OK;
+                        continue;
+                }
+                if (r != 0)
+                        return r;
+                if (backoff > 0)
+                        fprintf(stderr, "ipcctl: reconnected to %s, subscribing again\n",
+                                session_target());
+                r = queue_subscribe(c, argv + optind, (size_t)(argc - optind));
+                if (r < 0)
+                        return session_error(r);
+                r = listen_run(c, sfd, argc - optind > 1, count, &seen, deadline, &broken);
+                if (!broken || !arg_reconnect)
+                        return r;
+                c = conn_free(c);
+                fprintf(stderr, "ipcctl: the connection to %s ended; reconnecting\n",
+                        session_target());
+                backoff = RECONNECT_FIRST_USEC;
+                if (reconnect_wait(sfd, backoff))
+                        return EXIT_STATUS_OK;
+        }
 }
 
 int verb_monitor(int argc, char *argv[])
