@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "builtins.h"
 #include "commands.h"
 #include "events.h"
 #include "exec.h"
@@ -358,27 +359,11 @@ static int cmd_metrics(Client *c, const ProtoRequest *req)
 
 static int cmd_help(Client *c, const ProtoRequest *req);
 
-static const Command commands[] = {
-    {"ping", ROLE_GUEST, 0, 1, "ping [TEXT]", "answer pong, or TEXT", cmd_ping},
-    {"echo", ROLE_GUEST, 0, -1, "echo TEXT...", "answer the arguments joined by spaces", cmd_echo},
-    {"hello", ROLE_GUEST, 0, 0, "hello", "describe the server and this connection", cmd_hello},
-    {"help", ROLE_GUEST, 0, 1, "help [COMMAND]",
-     "list the commands you may run, or show one command's usage", cmd_help},
-    {"auth", ROLE_GUEST, 1, 1, "auth TOKEN", "raise this connection's role with a token", cmd_auth},
-    {"quit", ROLE_GUEST, 0, 0, "quit", "answer OK, then close the connection", cmd_quit},
-    {"subscribe", ROLE_USER, 1, -1, "subscribe TOPIC...",
-     "receive the events published on these topics", cmd_subscribe},
-    {"unsubscribe", ROLE_USER, 0, -1, "unsubscribe [TOPIC...]",
-     "stop receiving these topics (all without arguments)", cmd_unsubscribe},
-    {"publish", ROLE_USER, 2, -1, "publish TOPIC MESSAGE...",
-     "send an event to the topic's subscribers; answers how many got it", cmd_publish},
-    {"stats", ROLE_USER, 0, 0, "stats", "show server statistics", cmd_stats},
-    {"clients", ROLE_ADMIN, 0, 0, "clients", "list the connected clients", cmd_clients},
-    {"reload", ROLE_ADMIN, 0, 0, "reload", "re-read the configuration and answer the result",
-     cmd_reload},
-    {"metrics", ROLE_USER, 0, 0, "metrics", "show the counters in Prometheus text format",
-     cmd_metrics},
-};
+/* The table, from the one list in builtins.h. */
+#define COMMAND_ROW(n, role, min_args, max_args, usage, description)                               \
+        {#n, role, min_args, max_args, usage, description, cmd_##n},
+static const Command commands[] = {BUILTIN_COMMANDS(COMMAND_ROW)};
+#undef COMMAND_ROW
 
 static const Command *command_find(const ProtoArg *name)
 {
