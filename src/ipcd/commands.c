@@ -31,9 +31,17 @@ typedef struct Command {
         int (*run)(Client *c, const ProtoRequest *req);
 } Command;
 
-static int reply_ok(Client *c, const void *payload, size_t len)
+int reply_ok(Client *c, const void *payload, size_t len)
 {
         return proto_append_ok(&c->out, payload, len) < 0 ? -ENOMEM : 0;
+}
+
+/* An ERR whose message holds lines, longer than reply_err() keeps: reload's. */
+static int reply_err_lines(Client *c, const char *code, const Buffer *message)
+{
+        if (proto_append_frame(&c->out, PROTO_FRAME_ERR, code, message->data, message->len) < 0)
+                return -ENOMEM;
+        return 1;
 }
 
 static int reply_scratch(Client *c, int r)
@@ -317,10 +325,7 @@ static int cmd_reload(Client *c, const ProtoRequest *req)
                         errors.len--;
                 if (errors.len == 0)
                         (void)buffer_printf(&errors, "reload failed: %s", strerror(-r));
-                r = proto_append_frame(&c->out, PROTO_FRAME_ERR, "failed", errors.data,
-                                       errors.len) < 0
-                        ? -ENOMEM
-                        : 1;
+                r = reply_err_lines(c, "failed", &errors);
                 buffer_done(&errors);
                 return r;
         }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "commands.h"
 #include "events.h"
 #include "log.h"
 #include "server.h"
@@ -245,7 +246,7 @@ static int reply_count(Client *c, size_t n)
         char buf[32];
         int len = snprintf(buf, sizeof(buf), "%zu", n);
 
-        return proto_append_ok(&c->out, buf, (size_t)len) < 0 ? -ENOMEM : 0;
+        return reply_ok(c, buf, (size_t)len);
 }
 
 #define TOPIC_RULE "1-255 of A-Z a-z 0-9 . _ : / @ + -"

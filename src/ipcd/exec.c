@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "commands.h"
 #include "exec.h"
 #include "log.h"
 #include "server.h"
@@ -378,7 +379,7 @@ static int exec_answer(ExecRun *x, const char *args)
         case EXEC_EXITED:
                 if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
                         snprintf(result, sizeof(result), "ok");
-                        r = proto_append_ok(&c->out, NULL, 0) < 0 ? -ENOMEM : 0;
+                        r = reply_ok(c, NULL, 0);
                 } else if (status >= 0 && WIFEXITED(status)) {
                         snprintf(result, sizeof(result), "exit-%d", WEXITSTATUS(status));
                         r = reply_err(c, result, "%s exited with status %d", name,
