@@ -98,7 +98,7 @@ const char *role_to_string(Role r)
         return "unknown";
 }
 
-int role_from_string(const char *s)
+static int role_from_string(const char *s)
 {
         if (strcmp(s, "guest") == 0)
                 return ROLE_GUEST;

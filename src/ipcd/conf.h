@@ -27,7 +27,6 @@ typedef enum Role {
 } Role;
 
 const char *role_to_string(Role r);
-int role_from_string(const char *s);
 
 /* [Token NAME]: a secret that raises a connection to `role` (auth). */
 typedef struct Token {

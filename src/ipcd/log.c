@@ -39,11 +39,6 @@ void log_open(void)
                 use_journal = st.st_dev == (dev_t)dev && st.st_ino == (ino_t)ino;
 }
 
-bool log_to_journal(void)
-{
-        return use_journal;
-}
-
 int log_level_from_string(const char *s)
 {
         for (size_t i = 0; i < ELEMENTSOF(level_names); i++)
@@ -56,7 +51,7 @@ int log_level_from_string(const char *s)
         return -EINVAL;
 }
 
-const char *log_level_to_string(int level)
+static const char *log_level_to_string(int level)
 {
         if (level < 0 || (size_t)level >= ELEMENTSOF(level_names))
                 return NULL;

@@ -18,9 +18,7 @@ struct Client;
 extern atomic_int log_max_level;
 
 void log_open(void);
-bool log_to_journal(void);
 int log_level_from_string(const char *s);
-const char *log_level_to_string(int level);
 
 /*
  * Log a message at `level`; when `error` is non-zero errno is set to it

@@ -80,11 +80,6 @@ void metrics_record_slot(int slot, bool ok, uint64_t usec)
         atomic_fetch_add_explicit(&m->sum_usec, usec, memory_order_relaxed);
 }
 
-void metrics_record(const char *name, bool ok, uint64_t usec)
-{
-        metrics_record_slot(metrics_slot(name), ok, usec);
-}
-
 static int family(Buffer *b, const char *name, const char *type, const char *help)
 {
         return buffer_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
