@@ -258,6 +258,29 @@ static bool is_reserved(const char *topic, size_t len)
         return len >= n && memcmp(topic, EVENTS_RESERVED_PREFIX, n) == 0;
 }
 
+/*
+ * What a subscription needs before the lock: the right to the topics, the
+ * sender thread (events will come) and room to list them. 0, or the
+ * answer's result when the request fails here.
+ */
+static int subscribe_prepare(Client *c, const ProtoArg **topics, ssize_t n)
+{
+        for (ssize_t i = 0; i < n; i++)
+                if (is_reserved(topics[i]->data, topics[i]->len) &&
+                    (Role)atomic_load(&c->role) < ROLE_ADMIN)
+                        return reply_err(c, "denied",
+                                         "topics under " EVENTS_RESERVED_PREFIX
+                                         " require role admin");
+        if (client_start_sender(c) < 0)
+                return reply_err(c, "busy", "the server is out of threads; cannot deliver events");
+        if (!c->subs) {
+                c->subs = malloc(EVENTS_MAX_TOPICS * sizeof(*c->subs));
+                if (!c->subs)
+                        return reply_err(c, "failed", "out of memory");
+        }
+        return 0;
+}
+
 int events_subscribe(Client *c, const ProtoRequest *req)
 {
         EventIndex *x = &c->server->events;
@@ -277,26 +300,9 @@ int events_subscribe(Client *c, const ProtoRequest *req)
         if (n < 0)
                 return reply_err(c, "failed", "out of memory");
 
-        for (ssize_t i = 0; i < n; i++)
-                if (is_reserved(topics[i]->data, topics[i]->len) &&
-                    (Role)atomic_load(&c->role) < ROLE_ADMIN) {
-                        r = reply_err(c, "denied", "topics under " EVENTS_RESERVED_PREFIX
-                                                   " require role admin");
-                        goto out;
-                }
-
-        /* Events will come: they need the sender thread, and room to be listed. */
-        if (client_start_sender(c) < 0) {
-                r = reply_err(c, "busy", "the server is out of threads; cannot deliver events");
+        r = subscribe_prepare(c, topics, n);
+        if (r != 0)
                 goto out;
-        }
-        if (!c->subs) {
-                c->subs = malloc(EVENTS_MAX_TOPICS * sizeof(*c->subs));
-                if (!c->subs) {
-                        r = reply_err(c, "failed", "out of memory");
-                        goto out;
-                }
-        }
 
         pthread_mutex_lock(&x->lock);
         for (ssize_t i = 0; i < n; i++) {
@@ -443,6 +449,31 @@ void events_deliver(Client *c)
         c->fanout_seq++;
 }
 
+/* The EVENT frame of a publish, built once and shared by every subscriber's
+ * queue; NULL when out of memory. */
+static SharedFrame *event_frame_new(Client *c, const ProtoRequest *req)
+{
+        const ProtoArg *topic = &req->args[1];
+        int r = 0;
+
+        buffer_clear(&c->scratch);
+        for (size_t i = 2; i < req->n_args && r >= 0; i++) {
+                if (i > 2)
+                        r = buffer_append(&c->scratch, " ", 1);
+                if (r >= 0)
+                        r = buffer_append(&c->scratch, req->args[i].data, req->args[i].len);
+        }
+        if (r >= 0) {
+                Buffer msg = c->scratch;
+
+                c->scratch = BUFFER_INIT;
+                r = proto_append_frame(&c->scratch, PROTO_FRAME_EVENT, topic->data, msg.data,
+                                       msg.len);
+                buffer_done(&msg);
+        }
+        return r >= 0 ? shared_frame_new(c->scratch.data, c->scratch.len) : NULL;
+}
+
 int events_publish(Client *c, const ProtoRequest *req)
 {
         Server *s = c->server;
@@ -462,24 +493,8 @@ int events_publish(Client *c, const ProtoRequest *req)
                 return reply_err(c, "denied", "topics under " EVENTS_RESERVED_PREFIX
                                               " are the daemon's own");
 
-        /* One frame, built once, before the lock, and shared by every
-         * subscriber's queue. */
-        buffer_clear(&c->scratch);
-        for (size_t i = 2; i < req->n_args && r >= 0; i++) {
-                if (i > 2)
-                        r = buffer_append(&c->scratch, " ", 1);
-                if (r >= 0)
-                        r = buffer_append(&c->scratch, req->args[i].data, req->args[i].len);
-        }
-        if (r >= 0) {
-                Buffer msg = c->scratch;
-
-                c->scratch = BUFFER_INIT;
-                r = proto_append_frame(&c->scratch, PROTO_FRAME_EVENT, topic->data, msg.data,
-                                       msg.len);
-                buffer_done(&msg);
-        }
-        frame = r >= 0 ? shared_frame_new(c->scratch.data, c->scratch.len) : NULL;
+        /* Built before the lock. */
+        frame = event_frame_new(c, req);
         if (!frame)
                 return reply_err(c, "failed", "out of memory");
         h = topic_hash(topic->data, topic->len);

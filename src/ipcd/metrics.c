@@ -91,7 +91,34 @@ static int counter(Buffer *b, const char *name, const char *help, uint64_t v)
         return r < 0 ? r : buffer_printf(b, "%s %" PRIu64 "\n", name, v);
 }
 
-int metrics_format(Server *s, Buffer *b)
+/* One slot's counters, each read once. */
+typedef struct CommandSnapshot {
+        char name[64];
+        uint64_t ok, failed, bucket[N_BUCKETS], sum_usec;
+} CommandSnapshot;
+
+static CommandSnapshot *metrics_snapshot(size_t *ret_n)
+{
+        size_t n = atomic_load_explicit(&n_table, memory_order_acquire);
+        CommandSnapshot *copy = calloc(n ? n : 1, sizeof(*copy));
+
+        if (!copy)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                memcpy(copy[i].name, table[i].name, sizeof(copy[i].name));
+                copy[i].ok = atomic_load_explicit(&table[i].ok, memory_order_relaxed);
+                copy[i].failed = atomic_load_explicit(&table[i].failed, memory_order_relaxed);
+                copy[i].sum_usec = atomic_load_explicit(&table[i].sum_usec, memory_order_relaxed);
+                for (size_t k = 0; k < N_BUCKETS; k++)
+                        copy[i].bucket[k] =
+                            atomic_load_explicit(&table[i].bucket[k], memory_order_relaxed);
+        }
+        *ret_n = n;
+        return copy;
+}
+
+/* The server-wide part: uptime, clients, and the counters of `stats`. */
+static int format_server(Server *s, Buffer *b)
 {
         static const char *const transports[] = {"unix", "tcp"};
         static const char *const roles[] = {"guest", "user", "admin"};
@@ -99,11 +126,6 @@ int metrics_format(Server *s, Buffer *b)
         Stats *st = &s->stats;
         ClientCounters cnt;
         unsigned max_clients;
-        struct {
-                char name[64];
-                uint64_t ok, failed, bucket[N_BUCKETS], sum_usec;
-        } *copy;
-        size_t n;
         int r;
 
         server_counters(s, &cnt);
@@ -114,21 +136,6 @@ int metrics_format(Server *s, Buffer *b)
         }
         max_clients = s->config->max_clients;
         pthread_mutex_unlock(&s->lock);
-
-        /* A snapshot, slot by slot (each counter read once). */
-        n = atomic_load_explicit(&n_table, memory_order_acquire);
-        copy = calloc(n ? n : 1, sizeof(*copy));
-        if (!copy)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                memcpy(copy[i].name, table[i].name, sizeof(copy[i].name));
-                copy[i].ok = atomic_load_explicit(&table[i].ok, memory_order_relaxed);
-                copy[i].failed = atomic_load_explicit(&table[i].failed, memory_order_relaxed);
-                copy[i].sum_usec = atomic_load_explicit(&table[i].sum_usec, memory_order_relaxed);
-                for (size_t k = 0; k < N_BUCKETS; k++)
-                        copy[i].bucket[k] =
-                            atomic_load_explicit(&table[i].bucket[k], memory_order_relaxed);
-        }
 
 #define LOAD(x) ((uint64_t)atomic_load_explicit(&st->x, memory_order_relaxed))
         r = family(b, "ipcd_uptime_seconds", "gauge", "Seconds since ipcd started.");
@@ -178,10 +185,16 @@ int metrics_format(Server *s, Buffer *b)
                             "Subscribers disconnected for falling QueueLimitBytes behind.",
                             LOAD(slow_consumer_disconnects));
 #undef LOAD
+        return r;
+}
 
-        if (r >= 0)
-                r = family(b, "ipcd_command_runs_total", "counter",
-                           "Commands run (built-in and configured), by command and result.");
+/* Per command: runs by result, and the latency histogram. */
+static int format_commands(const CommandSnapshot *copy, size_t n, Buffer *b)
+{
+        int r;
+
+        r = family(b, "ipcd_command_runs_total", "counter",
+                   "Commands run (built-in and configured), by command and result.");
         for (size_t i = 0; r >= 0 && i < n; i++)
                 r = buffer_printf(b,
                                   "ipcd_command_runs_total{command=\"%s\",result=\"ok\"} %" PRIu64
@@ -217,6 +230,21 @@ int metrics_format(Server *s, Buffer *b)
                                           copy[i].name, (double)copy[i].sum_usec / 1e6,
                                           copy[i].name, cum);
         }
-        free(copy);
+        return r;
+}
+
+int metrics_format(Server *s, Buffer *b)
+{
+        _cleanup_free_ CommandSnapshot *copy = NULL;
+        size_t n = 0;
+        int r;
+
+        r = format_server(s, b);
+        if (r >= 0) {
+                copy = metrics_snapshot(&n);
+                if (!copy)
+                        return -ENOMEM;
+                r = format_commands(copy, n, b);
+        }
         return r < 0 ? -ENOMEM : 0;
 }
