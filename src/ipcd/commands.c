@@ -1,10 +1,16 @@
 /*
- * commands.c - the built-in command table and its handlers (SPEC §5).
+ * commands.c - dispatch of every request, and the built-in commands'
+ * handlers (SPEC §5); their table comes from builtins.h, configured
+ * commands go to exec.c, subscribe/unsubscribe/publish to events.c.
  *
- * Handlers run on the calling client's reader thread and append exactly
- * one final frame to c->out; c->scratch is theirs for building payloads.
- * What they read of other clients (`clients`) they read under the
- * registry lock.
+ * Threads and locks: everything here runs on the calling client's reader
+ * thread, called with no lock held. Handlers append exactly one final
+ * frame to c->out; c->scratch is theirs for building payloads; c->config
+ * is the reader's own reference. They take, each for memory work only:
+ * the registry lock (Server.lock) to read other clients (`clients`,
+ * `stats`), the events lock inside it through events_append_topics(),
+ * auth_lock for the failed-auth bookkeeping (`auth`); `reload` takes
+ * reload_lock through server_reload().
  */
 #include <errno.h>
 #include <pthread.h>

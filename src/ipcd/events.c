@@ -1,6 +1,11 @@
 /*
  * events.c - the topic index and fan-out; see events.h for the locking.
  *
+ * Called on a client's reader thread (its own subscribe, unsubscribe and
+ * publish, the monitor after each command, leaving every topic as it
+ * ends); the events lock (EventIndex.lock) is taken here and nowhere else,
+ * with a subscriber's Queue.lock inside it (queue_push_shared()).
+ *
  * A publisher never waits for a subscriber: an event that would take a
  * subscriber's queue past its limit disconnects that subscriber instead (a
  * slow consumer), and the publisher carries on.

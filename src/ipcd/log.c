@@ -1,8 +1,13 @@
 /*
  * log.c - journal or stderr logging; see log.h.
  *
- * The journal decision is taken once in log_open(), before any thread
- * starts; after that only the atomic level changes.
+ * Any thread, no lock: each entry is one sd_journal_sendv() or one
+ * fprintf() of a line formatted beforehand. The journal decision is taken
+ * once in log_open(), on the main thread before any other starts; after
+ * that only the atomic level changes (at start, and by server_reload()
+ * on whichever thread reloads).
+ * Never call it under the registry or the events lock (DEVELOPERS.md). A
+ * RateLimit is guarded by whoever owns it (auth_lock, refusal_lock).
  */
 #include <errno.h>
 #include <stdarg.h>

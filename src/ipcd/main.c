@@ -1,8 +1,10 @@
 /*
  * main.c - ipcd: help(), parse_argv(), run().
  *
- * The option globals (arg_*) are written here before any thread starts and
- * only read afterwards.
+ * Main thread only. The option globals (arg_*) are written here before
+ * any other thread starts and only read afterwards; run() loads the first
+ * Config and hands it to the Server (server_init()), which owns it from
+ * then on.
  */
 #include <errno.h>
 #include <getopt.h>

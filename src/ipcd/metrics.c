@@ -2,6 +2,12 @@
  * metrics.c - per-command counts and latency histograms, and the `metrics`
  * exposition; see metrics.h.
  *
+ * Threads and locks: metrics_slot() and metrics_record_slot() run on any
+ * reader thread (command_dispatch()); metrics_format() on the reader of
+ * the client that asked, taking the registry lock (Server.lock) only to
+ * count the clients. Its own lock, metrics_lock, is a leaf: it guards the
+ * creation of slots and nothing is taken inside it.
+ *
  * The per-command table is global (one daemon per process). A slot's name
  * is written once, under `metrics_lock`, before n_table publishes it
  * (release); after that the slot's counters are atomics that any reader
