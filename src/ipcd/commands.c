@@ -65,18 +65,23 @@ static int cmd_ping(Client *c, const ProtoRequest *req)
         return reply_ok(c, "pong", 4);
 }
 
-static int cmd_echo(Client *c, const ProtoRequest *req)
+int request_join_args(const ProtoRequest *req, size_t first, Buffer *b)
 {
         int r = 0;
 
-        buffer_clear(&c->scratch);
-        for (size_t i = 1; i < req->n_args && r >= 0; i++) {
-                if (i > 1)
-                        r = buffer_append(&c->scratch, " ", 1);
+        for (size_t i = first; i < req->n_args && r >= 0; i++) {
+                if (i > first)
+                        r = buffer_append(b, " ", 1);
                 if (r >= 0)
-                        r = buffer_append(&c->scratch, req->args[i].data, req->args[i].len);
+                        r = buffer_append(b, req->args[i].data, req->args[i].len);
         }
-        return reply_scratch(c, r);
+        return r;
+}
+
+static int cmd_echo(Client *c, const ProtoRequest *req)
+{
+        buffer_clear(&c->scratch);
+        return reply_scratch(c, request_join_args(req, 1, &c->scratch));
 }
 
 static int cmd_hello(Client *c, const ProtoRequest *req)

@@ -19,3 +19,7 @@ int command_dispatch(Client *c);
  * commands, events.c and exec.c alike.
  */
 int reply_ok(Client *c, const void *payload, size_t len);
+
+/* Append req's arguments from `first` on, joined by one space (echo,
+ * publish): 0 or -ENOMEM. */
+int request_join_args(const ProtoRequest *req, size_t first, Buffer *b);

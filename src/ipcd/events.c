@@ -459,15 +459,10 @@ void events_deliver(Client *c)
 static SharedFrame *event_frame_new(Client *c, const ProtoRequest *req)
 {
         const ProtoArg *topic = &req->args[1];
-        int r = 0;
+        int r;
 
         buffer_clear(&c->scratch);
-        for (size_t i = 2; i < req->n_args && r >= 0; i++) {
-                if (i > 2)
-                        r = buffer_append(&c->scratch, " ", 1);
-                if (r >= 0)
-                        r = buffer_append(&c->scratch, req->args[i].data, req->args[i].len);
-        }
+        r = request_join_args(req, 2, &c->scratch);
         if (r >= 0) {
                 Buffer msg = c->scratch;
 
