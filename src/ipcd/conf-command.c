@@ -4,10 +4,10 @@
  * name of 1-64 of A-Z a-z 0-9 . _ -, never a built-in's (builtins.h); an
  * Exec= split like a request, with an absolute, executable program.
  *
- * Part of one configuration load (conf-loader.h): called by config_load()
- * on its thread, one load at a time, with no lock held; the CommandConfigs
- * belong to the Config being built. config_find_command() reads a loaded,
- * immutable Config: any thread that holds a reference.
+ * Part of one configuration load: called by config_load() on its thread,
+ * one load at a time (see conf-loader.h); it takes no lock, and the
+ * CommandConfigs belong to the Config being built. config_find_command()
+ * reads a loaded, immutable Config: any thread that holds a reference.
  */
 #include <errno.h>
 #include <stdint.h>

@@ -6,8 +6,8 @@
  *
  * A Loader lives on the stack of config_load(), on the main thread (start,
  * SIGHUP) or on the reader thread of an admin's `reload`, one load at a
- * time (the server's reload_lock); the Config it builds is private to it
- * until config_load() returns it. No lock is taken here.
+ * time (after start, under the server's reload_lock); the Config it builds
+ * is private to it until config_load() returns it. No lock is taken here.
  *
  * The key handlers follow libinih's convention: 1 to go on (a bad value is
  * reported with loader_error() and the load goes on to find every

@@ -3,10 +3,10 @@
  * from SecretFile= or from Credential= in $CREDENTIALS_DIRECTORY, that
  * raises a connection to Role= (the `auth` command, commands.c).
  *
- * Part of one configuration load (conf-loader.h): called by config_load()
- * on its thread, one load at a time, with no lock held; the Tokens belong
- * to the Config being built. Secrets are wiped before they are freed, and
- * never logged.
+ * Part of one configuration load: called by config_load() on its thread,
+ * one load at a time (see conf-loader.h); it takes no lock, and the Tokens
+ * belong to the Config being built. Secrets are wiped before they are
+ * freed, and never logged.
  */
 #include <errno.h>
 #include <stdio.h>

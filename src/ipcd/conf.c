@@ -4,11 +4,11 @@
  * line's overrides laid over them; see conf.h. The [Token] and [Command]
  * sections are parsed by conf-token.c and conf-command.c (conf-loader.h).
  *
- * Threads and locks: config_load() runs on the main thread at start and
- * on SIGHUP, and on an admin's reader thread for `reload`, always under
- * the server's reload_lock (server_reload()), so one load at a time:
- * libinih's parse settings are process globals, set by the first load,
- * before any other thread starts. A loaded Config is immutable; its
+ * Threads and locks: config_load() runs at start (main.c, before any
+ * other thread), then on SIGHUP (main thread) and for `reload` (an
+ * admin's reader thread), those two under the server's reload_lock
+ * (server_reload()): one load at a time. libinih's parse settings are
+ * process globals, set by the first load. A loaded Config is immutable; its
  * reference count is atomic, so config_ref()/config_unref() and the
  * accessors are for any thread, without a lock.
  */
