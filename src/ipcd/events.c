@@ -437,8 +437,6 @@ static void fanout_note_locked(Client *c, Client *sub, uint64_t token)
 
 void events_deliver(Client *c)
 {
-        Server *s = c->server;
-
         for (size_t i = 0; i < c->n_fanout; i++) {
                 Client *sub = c->fanout[i];
                 ssize_t n = queue_deliver(&sub->queue, sub->fd);
@@ -449,7 +447,6 @@ void events_deliver(Client *c)
                         client_abort(sub);
                 client_unref(sub);
         }
-        (void)s;
         c->n_fanout = 0;
         c->fanout_seq++;
 }
