@@ -325,7 +325,8 @@ static int cmd_auth(Client *c, const ProtoRequest *req)
 
 static int cmd_reload(Client *c, const ProtoRequest *req)
 {
-        Buffer errors = BUFFER_INIT;
+        _cleanup_(buffer_done) Buffer errors = BUFFER_INIT;
+        _cleanup_(config_unrefp) Config *config = NULL;
         int r;
 
         log_client(LOG_NOTICE, c, "asked for a configuration reload");
@@ -336,20 +337,13 @@ static int cmd_reload(Client *c, const ProtoRequest *req)
                         errors.len--;
                 if (errors.len == 0)
                         (void)buffer_printf(&errors, "reload failed: %s", strerror(-r));
-                r = reply_err_lines(c, "failed", &errors);
-                buffer_done(&errors);
-                return r;
+                return reply_err_lines(c, "failed", &errors);
         }
-        buffer_done(&errors);
+        config = server_config(c->server);
         buffer_clear(&c->scratch);
-        {
-                Config *config = server_config(c->server);
-
-                r = buffer_printf(&c->scratch, "reloaded: %zu command(s), %zu token(s)\n",
-                                  config->n_commands, config->n_tokens);
-                config_unref(config);
-        }
-        return reply_scratch(c, r);
+        return reply_scratch(c,
+                             buffer_printf(&c->scratch, "reloaded: %zu command(s), %zu token(s)\n",
+                                           config->n_commands, config->n_tokens));
 }
 
 static int cmd_subscribe(Client *c, const ProtoRequest *req)

@@ -211,21 +211,19 @@ static int arg_compare_position(const void *a, const void *b)
  * all the work that needs no lock. Returns how many, or -EINVAL (a bad
  * topic), -E2BIG (more than a client may hold), -ENOMEM.
  */
-static ssize_t request_topics(const ProtoRequest *req, const ProtoArg ***ret, uint64_t **hashes)
+static ssize_t request_topics(const ProtoRequest *req, const ProtoArg ***ret, uint64_t **ret_hashes)
 {
         size_t n = req->n_args - 1, k = 0;
-        const ProtoArg **v;
+        _cleanup_free_ const ProtoArg **v = NULL;
+        _cleanup_free_ uint64_t *hashes = NULL;
 
         for (size_t i = 1; i < req->n_args; i++)
                 if (!proto_topic_is_valid(req->args[i].data, req->args[i].len))
                         return -EINVAL;
         v = malloc(n * sizeof(*v));
-        *hashes = malloc(n * sizeof(**hashes));
-        if (!v || !*hashes) {
-                free(v);
-                free(*hashes);
+        hashes = malloc(n * sizeof(*hashes));
+        if (!v || !hashes)
                 return -ENOMEM;
-        }
         for (size_t i = 0; i < n; i++)
                 v[i] = &req->args[i + 1];
         /* Sorted to find duplicates (the first of each kept), then back in
@@ -235,14 +233,12 @@ static ssize_t request_topics(const ProtoRequest *req, const ProtoArg ***ret, ui
                 if (k == 0 || arg_compare(&v[k - 1], &v[i]) != 0)
                         v[k++] = v[i];
         qsort(v, k, sizeof(*v), arg_compare_position);
-        if (k > EVENTS_MAX_TOPICS) {
-                free(v);
-                free(*hashes);
+        if (k > EVENTS_MAX_TOPICS)
                 return -E2BIG;
-        }
         for (size_t i = 0; i < k; i++)
-                (*hashes)[i] = topic_hash(v[i]->data, v[i]->len);
-        *ret = v;
+                hashes[i] = topic_hash(v[i]->data, v[i]->len);
+        *ret = TAKE_PTR(v);
+        *ret_hashes = TAKE_PTR(hashes);
         return (ssize_t)k;
 }
 
@@ -289,8 +285,8 @@ static int subscribe_prepare(Client *c, const ProtoArg **topics, ssize_t n)
 int events_subscribe(Client *c, const ProtoRequest *req)
 {
         EventIndex *x = &c->server->events;
-        const ProtoArg **topics = NULL;
-        uint64_t *hashes = NULL;
+        _cleanup_free_ const ProtoArg **topics = NULL;
+        _cleanup_free_ uint64_t *hashes = NULL;
         size_t n_new = 0, added = 0;
         ssize_t n;
         int r = 0;
@@ -307,7 +303,7 @@ int events_subscribe(Client *c, const ProtoRequest *req)
 
         r = subscribe_prepare(c, topics, n);
         if (r != 0)
-                goto out;
+                return r;
 
         pthread_mutex_lock(&x->lock);
         for (ssize_t i = 0; i < n; i++) {
@@ -319,10 +315,9 @@ int events_subscribe(Client *c, const ProtoRequest *req)
         }
         if (c->n_subs + n_new > EVENTS_MAX_TOPICS) {
                 pthread_mutex_unlock(&x->lock);
-                r = reply_err(c, "bad-request",
-                              "at most %d topics per client (%zu now); none of these were added",
-                              EVENTS_MAX_TOPICS, c->n_subs);
-                goto out;
+                return reply_err(c, "bad-request",
+                                 "at most %d topics per client (%zu now); none of these were added",
+                                 EVENTS_MAX_TOPICS, c->n_subs);
         }
         for (; added < n_new; added++)
                 if ((r = subscribe_locked(x, c, topics[added], hashes[added])) < 0)
@@ -347,17 +342,14 @@ int events_subscribe(Client *c, const ProtoRequest *req)
         pthread_mutex_unlock(&x->lock);
         if (r < 0)
                 r = reply_err(c, "failed", "out of memory");
-out:
-        free(topics);
-        free(hashes);
         return r;
 }
 
 int events_unsubscribe(Client *c, const ProtoRequest *req)
 {
         EventIndex *x = &c->server->events;
-        const ProtoArg **topics = NULL;
-        uint64_t *hashes = NULL;
+        _cleanup_free_ const ProtoArg **topics = NULL;
+        _cleanup_free_ uint64_t *hashes = NULL;
         ssize_t n = 0;
         size_t left;
 
@@ -383,8 +375,6 @@ int events_unsubscribe(Client *c, const ProtoRequest *req)
         }
         left = c->n_subs;
         pthread_mutex_unlock(&x->lock);
-        free(topics);
-        free(hashes);
         /* No event on a dropped topic can follow this answer: none is pushed
          * for it once the lock is released. */
         return reply_count(c, left);
