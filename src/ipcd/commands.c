@@ -1,10 +1,16 @@
 /*
- * commands.c - the built-in command table and its handlers (SPEC §5).
+ * commands.c - dispatch of every request, and the built-in commands'
+ * handlers (SPEC §5); their table comes from builtins.h, configured
+ * commands go to exec.c, subscribe/unsubscribe/publish to events.c.
  *
- * Handlers run on the calling client's reader thread and append exactly
- * one final frame to c->out; c->scratch is theirs for building payloads.
- * What they read of other clients (`clients`) they read under the
- * registry lock.
+ * Threads and locks: everything here runs on the calling client's reader
+ * thread, called with no lock held. Handlers append exactly one final
+ * frame to c->out; c->scratch is theirs for building payloads; c->config
+ * is the reader's own reference. They take, each for memory work only:
+ * the registry lock (Server.lock) to read other clients (`clients`,
+ * `stats`), the events lock inside it through events_append_topics(),
+ * auth_lock for the failed-auth bookkeeping (`auth`); `reload` takes
+ * reload_lock through server_reload().
  */
 #include <errno.h>
 #include <pthread.h>
@@ -13,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "builtins.h"
 #include "commands.h"
 #include "events.h"
 #include "exec.h"
@@ -30,9 +37,17 @@ typedef struct Command {
         int (*run)(Client *c, const ProtoRequest *req);
 } Command;
 
-static int reply_ok(Client *c, const void *payload, size_t len)
+int reply_ok(Client *c, const void *payload, size_t len)
 {
         return proto_append_ok(&c->out, payload, len) < 0 ? -ENOMEM : 0;
+}
+
+/* An ERR whose message holds lines, longer than reply_err() keeps: reload's. */
+static int reply_err_lines(Client *c, const char *code, const Buffer *message)
+{
+        if (proto_append_frame(&c->out, PROTO_FRAME_ERR, code, message->data, message->len) < 0)
+                return -ENOMEM;
+        return 1;
 }
 
 static int reply_scratch(Client *c, int r)
@@ -50,18 +65,23 @@ static int cmd_ping(Client *c, const ProtoRequest *req)
         return reply_ok(c, "pong", 4);
 }
 
-static int cmd_echo(Client *c, const ProtoRequest *req)
+int request_join_args(const ProtoRequest *req, size_t first, Buffer *b)
 {
         int r = 0;
 
-        buffer_clear(&c->scratch);
-        for (size_t i = 1; i < req->n_args && r >= 0; i++) {
-                if (i > 1)
-                        r = buffer_append(&c->scratch, " ", 1);
+        for (size_t i = first; i < req->n_args && r >= 0; i++) {
+                if (i > first)
+                        r = buffer_append(b, " ", 1);
                 if (r >= 0)
-                        r = buffer_append(&c->scratch, req->args[i].data, req->args[i].len);
+                        r = buffer_append(b, req->args[i].data, req->args[i].len);
         }
-        return reply_scratch(c, r);
+        return r;
+}
+
+static int cmd_echo(Client *c, const ProtoRequest *req)
+{
+        buffer_clear(&c->scratch);
+        return reply_scratch(c, request_join_args(req, 1, &c->scratch));
 }
 
 static int cmd_hello(Client *c, const ProtoRequest *req)
@@ -304,7 +324,8 @@ static int cmd_auth(Client *c, const ProtoRequest *req)
 
 static int cmd_reload(Client *c, const ProtoRequest *req)
 {
-        Buffer errors = BUFFER_INIT;
+        _cleanup_(buffer_done) Buffer errors = BUFFER_INIT;
+        _cleanup_(config_unrefp) Config *config = NULL;
         int r;
 
         log_client(LOG_NOTICE, c, "asked for a configuration reload");
@@ -315,23 +336,13 @@ static int cmd_reload(Client *c, const ProtoRequest *req)
                         errors.len--;
                 if (errors.len == 0)
                         (void)buffer_printf(&errors, "reload failed: %s", strerror(-r));
-                r = proto_append_frame(&c->out, PROTO_FRAME_ERR, "failed", errors.data,
-                                       errors.len) < 0
-                        ? -ENOMEM
-                        : 1;
-                buffer_done(&errors);
-                return r;
+                return reply_err_lines(c, "failed", &errors);
         }
-        buffer_done(&errors);
+        config = registry_config(&c->server->registry, NULL);
         buffer_clear(&c->scratch);
-        {
-                Config *config = registry_config(&c->server->registry, NULL);
-
-                r = buffer_printf(&c->scratch, "reloaded: %zu command(s), %zu token(s)\n",
-                                  config->n_commands, config->n_tokens);
-                config_unref(config);
-        }
-        return reply_scratch(c, r);
+        return reply_scratch(c,
+                             buffer_printf(&c->scratch, "reloaded: %zu command(s), %zu token(s)\n",
+                                           config->n_commands, config->n_tokens));
 }
 
 static int cmd_subscribe(Client *c, const ProtoRequest *req)
@@ -357,27 +368,11 @@ static int cmd_metrics(Client *c, const ProtoRequest *req)
 
 static int cmd_help(Client *c, const ProtoRequest *req);
 
-static const Command commands[] = {
-    {"ping", ROLE_GUEST, 0, 1, "ping [TEXT]", "answer pong, or TEXT", cmd_ping},
-    {"echo", ROLE_GUEST, 0, -1, "echo TEXT...", "answer the arguments joined by spaces", cmd_echo},
-    {"hello", ROLE_GUEST, 0, 0, "hello", "describe the server and this connection", cmd_hello},
-    {"help", ROLE_GUEST, 0, 1, "help [COMMAND]",
-     "list the commands you may run, or show one command's usage", cmd_help},
-    {"auth", ROLE_GUEST, 1, 1, "auth TOKEN", "raise this connection's role with a token", cmd_auth},
-    {"quit", ROLE_GUEST, 0, 0, "quit", "answer OK, then close the connection", cmd_quit},
-    {"subscribe", ROLE_USER, 1, -1, "subscribe TOPIC...",
-     "receive the events published on these topics", cmd_subscribe},
-    {"unsubscribe", ROLE_USER, 0, -1, "unsubscribe [TOPIC...]",
-     "stop receiving these topics (all without arguments)", cmd_unsubscribe},
-    {"publish", ROLE_USER, 2, -1, "publish TOPIC MESSAGE...",
-     "send an event to the topic's subscribers; answers how many got it", cmd_publish},
-    {"stats", ROLE_USER, 0, 0, "stats", "show server statistics", cmd_stats},
-    {"clients", ROLE_ADMIN, 0, 0, "clients", "list the connected clients", cmd_clients},
-    {"reload", ROLE_ADMIN, 0, 0, "reload", "re-read the configuration and answer the result",
-     cmd_reload},
-    {"metrics", ROLE_USER, 0, 0, "metrics", "show the counters in Prometheus text format",
-     cmd_metrics},
-};
+/* The table, from the one list in builtins.h. */
+#define COMMAND_ROW(n, role, min_args, max_args, usage, description)                               \
+        {#n, role, min_args, max_args, usage, description, cmd_##n},
+static const Command commands[] = {BUILTIN_COMMANDS(COMMAND_ROW)};
+#undef COMMAND_ROW
 
 static const Command *command_find(const ProtoArg *name)
 {

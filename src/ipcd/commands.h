@@ -12,3 +12,14 @@
  * could not be appended.
  */
 int command_dispatch(Client *c);
+
+/*
+ * Append an OK frame with `payload` to c->out: 0, or -ENOMEM. Its ERR
+ * counterpart is reply_err() (client.h), which returns 1. For the built-in
+ * commands, events.c and exec.c alike.
+ */
+int reply_ok(Client *c, const void *payload, size_t len);
+
+/* Append req's arguments from `first` on, joined by one space (echo,
+ * publish): 0 or -ENOMEM. */
+int request_join_args(const ProtoRequest *req, size_t first, Buffer *b);

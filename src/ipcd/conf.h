@@ -8,6 +8,10 @@
  * reference, which it exchanges for the current one between two read()
  * batches. So a reload applies to every connection from its next request,
  * and never changes a value under a thread's feet mid-request.
+ *
+ * Implemented by conf.c (the Config, its files, [Daemon] and the
+ * overrides), conf-token.c ([Token]) and conf-command.c ([Command]), which
+ * share conf-loader.h; the rest of the daemon includes only this header.
  */
 #pragma once
 
@@ -27,7 +31,6 @@ typedef enum Role {
 } Role;
 
 const char *role_to_string(Role r);
-int role_from_string(const char *s);
 
 /* [Token NAME]: a secret that raises a connection to `role` (auth). */
 typedef struct Token {
@@ -128,6 +131,7 @@ int config_load(const ConfigOverrides *o, Config **ret, Buffer *errors);
 
 Config *config_ref(Config *c);
 void config_unref(Config *c);
+void config_unrefp(Config **c); /* for _cleanup_() */
 
 /* "1M", "64K", "65536": a size with an optional binary suffix (K, M, G). */
 int parse_size(const char *s, size_t *ret);

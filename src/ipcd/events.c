@@ -1,6 +1,11 @@
 /*
  * events.c - the topic index and fan-out; see events.h for the locking.
  *
+ * Called on a client's reader thread (its own subscribe, unsubscribe and
+ * publish, the monitor after each command, leaving every topic as it
+ * ends); the events lock (EventIndex.lock) is taken here and nowhere else,
+ * with a subscriber's Queue.lock inside it (queue_push_shared()).
+ *
  * A publisher never waits for a subscriber: an event that would take a
  * subscriber's queue past its limit disconnects that subscriber instead (a
  * slow consumer), and the publisher carries on.
@@ -11,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "commands.h"
 #include "events.h"
 #include "log.h"
 #include "server.h"
@@ -205,21 +211,19 @@ static int arg_compare_position(const void *a, const void *b)
  * all the work that needs no lock. Returns how many, or -EINVAL (a bad
  * topic), -E2BIG (more than a client may hold), -ENOMEM.
  */
-static ssize_t request_topics(const ProtoRequest *req, const ProtoArg ***ret, uint64_t **hashes)
+static ssize_t request_topics(const ProtoRequest *req, const ProtoArg ***ret, uint64_t **ret_hashes)
 {
         size_t n = req->n_args - 1, k = 0;
-        const ProtoArg **v;
+        _cleanup_free_ const ProtoArg **v = NULL;
+        _cleanup_free_ uint64_t *hashes = NULL;
 
         for (size_t i = 1; i < req->n_args; i++)
                 if (!proto_topic_is_valid(req->args[i].data, req->args[i].len))
                         return -EINVAL;
         v = malloc(n * sizeof(*v));
-        *hashes = malloc(n * sizeof(**hashes));
-        if (!v || !*hashes) {
-                free(v);
-                free(*hashes);
+        hashes = malloc(n * sizeof(*hashes));
+        if (!v || !hashes)
                 return -ENOMEM;
-        }
         for (size_t i = 0; i < n; i++)
                 v[i] = &req->args[i + 1];
         /* Sorted to find duplicates (the first of each kept), then back in
@@ -229,14 +233,12 @@ static ssize_t request_topics(const ProtoRequest *req, const ProtoArg ***ret, ui
                 if (k == 0 || arg_compare(&v[k - 1], &v[i]) != 0)
                         v[k++] = v[i];
         qsort(v, k, sizeof(*v), arg_compare_position);
-        if (k > EVENTS_MAX_TOPICS) {
-                free(v);
-                free(*hashes);
+        if (k > EVENTS_MAX_TOPICS)
                 return -E2BIG;
-        }
         for (size_t i = 0; i < k; i++)
-                (*hashes)[i] = topic_hash(v[i]->data, v[i]->len);
-        *ret = v;
+                hashes[i] = topic_hash(v[i]->data, v[i]->len);
+        *ret = TAKE_PTR(v);
+        *ret_hashes = TAKE_PTR(hashes);
         return (ssize_t)k;
 }
 
@@ -245,7 +247,7 @@ static int reply_count(Client *c, size_t n)
         char buf[32];
         int len = snprintf(buf, sizeof(buf), "%zu", n);
 
-        return proto_append_ok(&c->out, buf, (size_t)len) < 0 ? -ENOMEM : 0;
+        return reply_ok(c, buf, (size_t)len);
 }
 
 #define TOPIC_RULE "1-255 of A-Z a-z 0-9 . _ : / @ + -"
@@ -257,11 +259,34 @@ static bool is_reserved(const char *topic, size_t len)
         return len >= n && memcmp(topic, EVENTS_RESERVED_PREFIX, n) == 0;
 }
 
+/*
+ * What a subscription needs before the lock: the right to the topics, the
+ * sender thread (events will come) and room to list them. 0, or the
+ * answer's result when the request fails here.
+ */
+static int subscribe_prepare(Client *c, const ProtoArg **topics, ssize_t n)
+{
+        for (ssize_t i = 0; i < n; i++)
+                if (is_reserved(topics[i]->data, topics[i]->len) &&
+                    (Role)atomic_load(&c->role) < ROLE_ADMIN)
+                        return reply_err(c, "denied",
+                                         "topics under " EVENTS_RESERVED_PREFIX
+                                         " require role admin");
+        if (client_start_sender(c) < 0)
+                return reply_err(c, "busy", "the server is out of threads; cannot deliver events");
+        if (!c->subs) {
+                c->subs = malloc(EVENTS_MAX_TOPICS * sizeof(*c->subs));
+                if (!c->subs)
+                        return reply_err(c, "failed", "out of memory");
+        }
+        return 0;
+}
+
 int events_subscribe(Client *c, const ProtoRequest *req)
 {
         EventIndex *x = &c->server->events;
-        const ProtoArg **topics = NULL;
-        uint64_t *hashes = NULL;
+        _cleanup_free_ const ProtoArg **topics = NULL;
+        _cleanup_free_ uint64_t *hashes = NULL;
         size_t n_new = 0, added = 0;
         ssize_t n;
         int r = 0;
@@ -276,26 +301,9 @@ int events_subscribe(Client *c, const ProtoRequest *req)
         if (n < 0)
                 return reply_err(c, "failed", "out of memory");
 
-        for (ssize_t i = 0; i < n; i++)
-                if (is_reserved(topics[i]->data, topics[i]->len) &&
-                    (Role)atomic_load(&c->role) < ROLE_ADMIN) {
-                        r = reply_err(c, "denied", "topics under " EVENTS_RESERVED_PREFIX
-                                                   " require role admin");
-                        goto out;
-                }
-
-        /* Events will come: they need the sender thread, and room to be listed. */
-        if (client_start_sender(c) < 0) {
-                r = reply_err(c, "busy", "the server is out of threads; cannot deliver events");
-                goto out;
-        }
-        if (!c->subs) {
-                c->subs = malloc(EVENTS_MAX_TOPICS * sizeof(*c->subs));
-                if (!c->subs) {
-                        r = reply_err(c, "failed", "out of memory");
-                        goto out;
-                }
-        }
+        r = subscribe_prepare(c, topics, n);
+        if (r != 0)
+                return r;
 
         pthread_mutex_lock(&x->lock);
         for (ssize_t i = 0; i < n; i++) {
@@ -307,10 +315,9 @@ int events_subscribe(Client *c, const ProtoRequest *req)
         }
         if (c->n_subs + n_new > EVENTS_MAX_TOPICS) {
                 pthread_mutex_unlock(&x->lock);
-                r = reply_err(c, "bad-request",
-                              "at most %d topics per client (%zu now); none of these were added",
-                              EVENTS_MAX_TOPICS, c->n_subs);
-                goto out;
+                return reply_err(c, "bad-request",
+                                 "at most %d topics per client (%zu now); none of these were added",
+                                 EVENTS_MAX_TOPICS, c->n_subs);
         }
         for (; added < n_new; added++)
                 if ((r = subscribe_locked(x, c, topics[added], hashes[added])) < 0)
@@ -335,17 +342,14 @@ int events_subscribe(Client *c, const ProtoRequest *req)
         pthread_mutex_unlock(&x->lock);
         if (r < 0)
                 r = reply_err(c, "failed", "out of memory");
-out:
-        free(topics);
-        free(hashes);
         return r;
 }
 
 int events_unsubscribe(Client *c, const ProtoRequest *req)
 {
         EventIndex *x = &c->server->events;
-        const ProtoArg **topics = NULL;
-        uint64_t *hashes = NULL;
+        _cleanup_free_ const ProtoArg **topics = NULL;
+        _cleanup_free_ uint64_t *hashes = NULL;
         ssize_t n = 0;
         size_t left;
 
@@ -371,8 +375,6 @@ int events_unsubscribe(Client *c, const ProtoRequest *req)
         }
         left = c->n_subs;
         pthread_mutex_unlock(&x->lock);
-        free(topics);
-        free(hashes);
         /* No event on a dropped topic can follow this answer: none is pushed
          * for it once the lock is released. */
         return reply_count(c, left);
@@ -425,17 +427,34 @@ static void fanout_note_locked(Client *c, Client *sub, uint64_t token)
 
 void events_deliver(Client *c)
 {
-        Server *s = c->server;
-
         for (size_t i = 0; i < c->n_fanout; i++) {
                 Client *sub = c->fanout[i];
                 if (outbox_deliver(&sub->outbox) < 0)
                         client_abort(sub);
                 client_unref(sub);
         }
-        (void)s;
         c->n_fanout = 0;
         c->fanout_seq++;
+}
+
+/* The EVENT frame of a publish, built once and shared by every subscriber's
+ * queue; NULL when out of memory. */
+static SharedFrame *event_frame_new(Client *c, const ProtoRequest *req)
+{
+        const ProtoArg *topic = &req->args[1];
+        int r;
+
+        buffer_clear(&c->scratch);
+        r = request_join_args(req, 2, &c->scratch);
+        if (r >= 0) {
+                Buffer msg = c->scratch;
+
+                c->scratch = BUFFER_INIT;
+                r = proto_append_frame(&c->scratch, PROTO_FRAME_EVENT, topic->data, msg.data,
+                                       msg.len);
+                buffer_done(&msg);
+        }
+        return r >= 0 ? shared_frame_new(c->scratch.data, c->scratch.len) : NULL;
 }
 
 int events_publish(Client *c, const ProtoRequest *req)
@@ -457,24 +476,8 @@ int events_publish(Client *c, const ProtoRequest *req)
                 return reply_err(c, "denied", "topics under " EVENTS_RESERVED_PREFIX
                                               " are the daemon's own");
 
-        /* One frame, built once, before the lock, and shared by every
-         * subscriber's queue. */
-        buffer_clear(&c->scratch);
-        for (size_t i = 2; i < req->n_args && r >= 0; i++) {
-                if (i > 2)
-                        r = buffer_append(&c->scratch, " ", 1);
-                if (r >= 0)
-                        r = buffer_append(&c->scratch, req->args[i].data, req->args[i].len);
-        }
-        if (r >= 0) {
-                Buffer msg = c->scratch;
-
-                c->scratch = BUFFER_INIT;
-                r = proto_append_frame(&c->scratch, PROTO_FRAME_EVENT, topic->data, msg.data,
-                                       msg.len);
-                buffer_done(&msg);
-        }
-        frame = r >= 0 ? shared_frame_new(c->scratch.data, c->scratch.len) : NULL;
+        /* Built before the lock. */
+        frame = event_frame_new(c, req);
         if (!frame)
                 return reply_err(c, "failed", "out of memory");
         h = topic_hash(topic->data, topic->len);

@@ -1,11 +1,18 @@
 /*
- * exec.c - configured commands; see exec.h.
+ * exec.c - configured commands; see exec.h. One run is four steps:
+ * exec_spawn() (posix_spawn, pipe, pidfd), exec_stream() (output as MORE
+ * frames until the end, the deadline, too much output or the client
+ * gone), exec_reap() (the child and its process group) and exec_answer()
+ * (the final frame and the journal entry).
  *
- * Ownership: the reader thread that calls exec_run() owns the child from
- * spawn to reaping, its pidfd and the read end of its output pipe; all
- * are closed and the child reaped before exec_run() returns, whatever
- * happens. Nobody else waits for children (there is no SIGCHLD handler).
- * The only shared state is the server's n_running counter (an atomic).
+ * Thread and locks: exec_run() runs on the client's reader thread, called
+ * by command_dispatch() with no lock held; it takes none itself (the
+ * client's Queue.lock only inside queue_*()). That thread owns the child
+ * from spawn to reaping, its pidfd and the read end of its output pipe
+ * (an ExecRun); all are closed and the child reaped before exec_run()
+ * returns, whatever happens. Nobody else waits for children (there is no
+ * SIGCHLD handler). The only shared state is the server's n_running
+ * counter (an atomic, MaxRunning=).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "commands.h"
 #include "exec.h"
 #include "fd-util.h"
 #include "log.h"
@@ -47,6 +55,11 @@ static void argv_free(char **v)
                 for (char **p = v; *p; p++)
                         free(*p);
         free(v);
+}
+
+static void argv_freep(char ***v)
+{
+        argv_free(*v);
 }
 
 static char **build_env(const Client *c, const CommandConfig *cmd)
@@ -104,7 +117,8 @@ static int spawn(const Client *c, const CommandConfig *cmd, const ProtoRequest *
         posix_spawn_file_actions_t fa;
         posix_spawnattr_t attr;
         size_t n_exec = 0, n_args = req->n_args - 1;
-        char **argv = NULL, **env = NULL;
+        _cleanup_free_ char **argv = NULL; /* the strings are not ours */
+        _cleanup_(argv_freep) char **env = NULL;
         sigset_t none, all;
         int r;
 
@@ -112,11 +126,8 @@ static int spawn(const Client *c, const CommandConfig *cmd, const ProtoRequest *
                 n_exec++;
         argv = calloc(n_exec + n_args + 1, sizeof(char *));
         env = build_env(c, cmd);
-        if (!argv || !env) {
-                free(argv);
-                argv_free(env);
+        if (!argv || !env)
                 return ENOMEM;
-        }
         /* The arguments point into the request: passed through, never parsed. */
         memcpy(argv, cmd->argv, n_exec * sizeof(char *));
         for (size_t i = 0; i < n_args; i++)
@@ -143,8 +154,6 @@ static int spawn(const Client *c, const CommandConfig *cmd, const ProtoRequest *
 
         posix_spawnattr_destroy(&attr);
         posix_spawn_file_actions_destroy(&fa);
-        free(argv);
-        argv_free(env);
         return r;
 }
 
@@ -166,8 +175,34 @@ typedef struct ExecRun {
         ExecEnd end;
         bool exited; /* the leader exited (a zombie until reaped) */
         int status;
-        char *buf; /* owned: EXEC_READ_CHUNK bytes */
+        char *buf;    /* owned: EXEC_READ_CHUNK bytes */
+        bool running; /* holds one of the server's MaxRunning= slots */
 } ExecRun;
+
+/* Take one of the MaxRunning= slots; false when all are taken. */
+static bool exec_reserve(ExecRun *x)
+{
+        Server *s = x->c->server;
+
+        if (atomic_fetch_add(&s->n_running, 1) >= x->c->config->max_running) {
+                atomic_fetch_sub(&s->n_running, 1);
+                return false;
+        }
+        x->running = true;
+        return true;
+}
+
+/* Close and free what the run holds, and give its slot back. */
+static void exec_finish(ExecRun *x)
+{
+        x->pidfd = safe_close(x->pidfd);
+        x->out = safe_close(x->out);
+        free(x->buf);
+        x->buf = NULL;
+        if (x->running)
+                atomic_fetch_sub(&x->c->server->n_running, 1);
+        x->running = false;
+}
 
 static int append_more(Client *c, const char *data, size_t len)
 {
@@ -372,7 +407,7 @@ static int exec_answer(ExecRun *x, const char *args)
         case EXEC_EXITED:
                 if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
                         snprintf(result, sizeof(result), "ok");
-                        r = proto_append_ok(&c->out, NULL, 0) < 0 ? -ENOMEM : 0;
+                        r = reply_ok(c, NULL, 0);
                 } else if (status >= 0 && WIFEXITED(status)) {
                         snprintf(result, sizeof(result), "exit-%d", WEXITSTATUS(status));
                         r = reply_err(c, result, "%s exited with status %d", name,
@@ -409,19 +444,14 @@ static int exec_answer(ExecRun *x, const char *args)
 
 int exec_run(Client *c, const CommandConfig *cmd, const ProtoRequest *req)
 {
-        Server *s = c->server;
         ExecRun x = {.c = c, .cmd = cmd, .pidfd = -1, .out = -1, .status = -1};
         char args[256];
-        unsigned running;
         int r;
 
         r = exec_check(c, cmd, req);
         if (r != 0)
                 return r;
-
-        running = atomic_fetch_add(&s->n_running, 1);
-        if (running >= c->config->max_running) {
-                atomic_fetch_sub(&s->n_running, 1);
+        if (!exec_reserve(&x)) {
                 client_log_refusal(c, cmd->name, "busy",
                                    "refused %s: MaxRunning=%u commands already running",
                                    cmd->name, c->config->max_running);
@@ -440,8 +470,7 @@ int exec_run(Client *c, const CommandConfig *cmd, const ProtoRequest *req)
         if (r != 0) {
                 const char *name = cmd->name;
 
-                free(x.buf);
-                atomic_fetch_sub(&s->n_running, 1);
+                exec_finish(&x);
                 log_full(LOG_ERR, r, c, &name, 1, "failed", now_usec(CLOCK_MONOTONIC) - x.start,
                          "cannot run %s (%s): %m", name, cmd->argv[0]);
                 return reply_err(c, "failed", "cannot run %s: %s", cmd->name, strerror(r));
@@ -449,9 +478,6 @@ int exec_run(Client *c, const CommandConfig *cmd, const ProtoRequest *req)
 
         exec_stream(&x);
         exec_reap(&x);
-        safe_close(x.pidfd);
-        safe_close(x.out);
-        free(x.buf);
-        atomic_fetch_sub(&s->n_running, 1);
+        exec_finish(&x);
         return exec_answer(&x, args);
 }

@@ -1,6 +1,11 @@
 /*
  * listener.c - listening sockets from systemd or bound standalone; see
  * listener.h.
+ *
+ * Main thread only, before the first client thread starts (binding,
+ * listener_set_unix_access() from main.c) and after the last one is gone
+ * (listener_close() at exit); no lock. The Unix socket mode and group are
+ * file statics, written once at start.
  */
 #include <errno.h>
 #include <stdio.h>

@@ -2,6 +2,7 @@
  * listener.h - listening sockets: taken over from systemd (socket
  * activation) or bound by the daemon itself (standalone). A Listener owns
  * its fd and, for a socket file it created, the path to remove at exit.
+ * Main thread only, before the client threads start and after they end.
  */
 #pragma once
 

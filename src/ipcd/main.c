@@ -1,8 +1,10 @@
 /*
  * main.c - ipcd: help(), parse_argv(), run().
  *
- * The option globals (arg_*) are written here before any thread starts and
- * only read afterwards.
+ * Main thread only. The option globals (arg_*) are written here before
+ * any other thread starts and only read afterwards; run() loads the first
+ * Config and hands it to the Server (server_init()), which owns it from
+ * then on.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -262,8 +264,8 @@ static void log_start(const Config *c)
 static int run(int argc, char *argv[])
 {
         static Server server; /* threads may outlive run() by a hair at exit */
-        Buffer errors = BUFFER_INIT;
-        Config *config = NULL;
+        _cleanup_(buffer_done) Buffer errors = BUFFER_INIT;
+        _cleanup_(config_unrefp) Config *config = NULL;
         int r;
 
         log_open();
@@ -277,19 +279,15 @@ static int run(int argc, char *argv[])
         if (arg_check_config) {
                 if (errors.len > 0)
                         fwrite(errors.data, 1, errors.len, stderr);
-                buffer_done(&errors);
                 if (r >= 0)
                         check_config_report(config);
-                config_unref(config);
                 return r < 0 ? 1 : 0;
         }
         if (r < 0) {
                 if (errors.len > 0)
                         log_error("Invalid configuration:\n%.*s", (int)errors.len - 1, errors.data);
-                buffer_done(&errors);
                 return log_error_errno(r, "Failed to load the configuration: %m");
         }
-        buffer_done(&errors);
         atomic_store(&log_max_level, config->log_level);
         log_start(config);
         listener_set_unix_access(config->socket_mode, config->has_socket_group,
@@ -298,14 +296,13 @@ static int run(int argc, char *argv[])
         /* A client that goes away must cost an EPIPE, not the process. */
         signal(SIGPIPE, SIG_IGN);
 
-        r = server_init(&server, config, &arg_overrides);
+        /* The server owns the Config from here on, even if it fails. */
+        r = server_init(&server, TAKE_PTR(config), &arg_overrides);
         if (r < 0)
                 return log_error_errno(r, "Failed to initialize: %m");
         r = server_open_listeners(&server, arg_listen, arg_n_listen);
-        if (r < 0)
-                goto finish;
-        r = server_run(&server);
-finish:
+        if (r >= 0)
+                r = server_run(&server);
         server_done(&server);
         return r;
 }

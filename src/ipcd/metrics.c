@@ -2,6 +2,12 @@
  * metrics.c - per-command counts and latency histograms, and the `metrics`
  * exposition; see metrics.h.
  *
+ * Threads and locks: metrics_slot() and metrics_record_slot() run on any
+ * reader thread (command_dispatch()); metrics_format() on the reader of
+ * the client that asked, taking the registry lock (Server.lock) only to
+ * count the clients. Its own lock, metrics_lock, is a leaf: it guards the
+ * creation of slots and nothing is taken inside it.
+ *
  * The per-command table is global (one daemon per process). A slot's name
  * is written once, under `metrics_lock`, before n_table publishes it
  * (release); after that the slot's counters are atomics that any reader
@@ -80,11 +86,6 @@ void metrics_record_slot(int slot, bool ok, uint64_t usec)
         atomic_fetch_add_explicit(&m->sum_usec, usec, memory_order_relaxed);
 }
 
-void metrics_record(const char *name, bool ok, uint64_t usec)
-{
-        metrics_record_slot(metrics_slot(name), ok, usec);
-}
-
 static int family(Buffer *b, const char *name, const char *type, const char *help)
 {
         return buffer_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -106,33 +107,19 @@ static int count_client(Client *c, void *userdata)
         return 0;
 }
 
-int metrics_format(Server *s, Buffer *b)
+/* One slot's counters, each read once. */
+typedef struct CommandSnapshot {
+        char name[64];
+        uint64_t ok, failed, bucket[N_BUCKETS], sum_usec;
+} CommandSnapshot;
+
+static CommandSnapshot *metrics_snapshot(size_t *ret_n)
 {
-        static const char *const transports[] = {"unix", "tcp"};
-        static const char *const roles[] = {"guest", "user", "admin"};
-        unsigned by[2][3] = {{0}};
-        Stats *st = &s->stats;
-        ClientCounters cnt;
-        unsigned max_clients;
-        Config *config;
-        struct {
-                char name[64];
-                uint64_t ok, failed, bucket[N_BUCKETS], sum_usec;
-        } *copy;
-        size_t n;
-        int r;
+        size_t n = atomic_load_explicit(&n_table, memory_order_acquire);
+        CommandSnapshot *copy = calloc(n ? n : 1, sizeof(*copy));
 
-        registry_counters(&s->registry, &cnt);
-        (void)registry_foreach(&s->registry, count_client, by);
-        config = registry_config(&s->registry, NULL);
-        max_clients = config->max_clients;
-        config_unref(config);
-
-        /* A snapshot, slot by slot (each counter read once). */
-        n = atomic_load_explicit(&n_table, memory_order_acquire);
-        copy = calloc(n ? n : 1, sizeof(*copy));
         if (!copy)
-                return -ENOMEM;
+                return NULL;
         for (size_t i = 0; i < n; i++) {
                 memcpy(copy[i].name, table[i].name, sizeof(copy[i].name));
                 copy[i].ok = atomic_load_explicit(&table[i].ok, memory_order_relaxed);
@@ -142,6 +129,27 @@ int metrics_format(Server *s, Buffer *b)
                         copy[i].bucket[k] =
                             atomic_load_explicit(&table[i].bucket[k], memory_order_relaxed);
         }
+        *ret_n = n;
+        return copy;
+}
+
+/* The server-wide part: uptime, clients, and the counters of `stats`. */
+static int format_server(Server *s, Buffer *b)
+{
+        static const char *const transports[] = {"unix", "tcp"};
+        static const char *const roles[] = {"guest", "user", "admin"};
+        unsigned by[2][3] = {{0}};
+        Stats *st = &s->stats;
+        ClientCounters cnt;
+        unsigned max_clients;
+        Config *config;
+        int r;
+
+        registry_counters(&s->registry, &cnt);
+        (void)registry_foreach(&s->registry, count_client, by);
+        config = registry_config(&s->registry, NULL);
+        max_clients = config->max_clients;
+        config_unref(config);
 
 #define LOAD(x) ((uint64_t)atomic_load_explicit(&st->x, memory_order_relaxed))
         r = family(b, "ipcd_uptime_seconds", "gauge", "Seconds since ipcd started.");
@@ -191,10 +199,16 @@ int metrics_format(Server *s, Buffer *b)
                             "Subscribers disconnected for falling QueueLimitBytes behind.",
                             LOAD(slow_consumer_disconnects));
 #undef LOAD
+        return r;
+}
 
-        if (r >= 0)
-                r = family(b, "ipcd_command_runs_total", "counter",
-                           "Commands run (built-in and configured), by command and result.");
+/* Per command: runs by result, and the latency histogram. */
+static int format_commands(const CommandSnapshot *copy, size_t n, Buffer *b)
+{
+        int r;
+
+        r = family(b, "ipcd_command_runs_total", "counter",
+                   "Commands run (built-in and configured), by command and result.");
         for (size_t i = 0; r >= 0 && i < n; i++)
                 r = buffer_printf(b,
                                   "ipcd_command_runs_total{command=\"%s\",result=\"ok\"} %" PRIu64
@@ -230,6 +244,21 @@ int metrics_format(Server *s, Buffer *b)
                                           copy[i].name, (double)copy[i].sum_usec / 1e6,
                                           copy[i].name, cum);
         }
-        free(copy);
+        return r;
+}
+
+int metrics_format(Server *s, Buffer *b)
+{
+        _cleanup_free_ CommandSnapshot *copy = NULL;
+        size_t n = 0;
+        int r;
+
+        r = format_server(s, b);
+        if (r >= 0) {
+                copy = metrics_snapshot(&n);
+                if (!copy)
+                        return -ENOMEM;
+                r = format_commands(copy, n, b);
+        }
         return r < 0 ? -ENOMEM : 0;
 }

@@ -19,7 +19,6 @@
 int metrics_slot(const char *name);
 /* Count one run that took `usec`: lock-free. Any thread. */
 void metrics_record_slot(int slot, bool ok, uint64_t usec);
-void metrics_record(const char *name, bool ok, uint64_t usec);
 
 /* Append the whole exposition; -ENOMEM or 0. Any thread. */
 int metrics_format(Server *s, Buffer *b);

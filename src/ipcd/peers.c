@@ -1,5 +1,9 @@
 /*
  * peers.c - connection counts per peer; see peers.h.
+ *
+ * The PeerTable is the registry's: every call is made under the registry
+ * lock (Server.lock), on the main thread (accept) or a reader thread (a
+ * client going away). Memory work only: no socket call, no logging.
  */
 #include <errno.h>
 #include <netinet/in.h>
