@@ -25,6 +25,7 @@
 #include "exec.h"
 #include "config.h"
 #include "log.h"
+#include "time-util.h"
 #include "metrics.h"
 #include "server.h"
 
@@ -146,7 +147,7 @@ static int cmd_stats(Client *c, const ProtoRequest *req)
                           "events_dropped: %" PRIu64 "\n"
                           "slow_consumer_disconnects: %" PRIu64 "\n"
                           "activation: %s\n",
-                          (now_usec(CLOCK_MONOTONIC) - s->start_usec) / 1000000, n_clients,
+                          (now_usec(CLOCK_MONOTONIC) - s->start_usec) / USEC_PER_SEC, n_clients,
                           LOAD(clients_total), LOAD(clients_refused), LOAD(refused_max_clients),
                           LOAD(refused_per_uid), LOAD(refused_per_address), LOAD(refused_threads),
                           config->max_clients, config_max_per_uid(config),
@@ -167,7 +168,7 @@ static int cmd_stats(Client *c, const ProtoRequest *req)
 static int append_client_line(Client *i, void *userdata)
 {
         Buffer *out = userdata;
-        time_t t = (time_t)(i->since_usec / 1000000);
+        time_t t = (time_t)(i->since_usec / USEC_PER_SEC);
         char since[32], peer[sizeof(i->peer)];
         struct tm tm;
         int r;
@@ -233,7 +234,7 @@ static bool secret_equal(const char *secret, size_t slen, const char *given, siz
 
 /* Per source (a TCP address, a uid): past this many failures in a window,
  * every further failure also closes its connection. */
-#define AUTH_SOURCE_WINDOW_USEC (60 * 1000000ULL)
+#define AUTH_SOURCE_WINDOW_USEC (60 * USEC_PER_SEC)
 #define AUTH_SOURCE_FAILURES    20
 
 /* Count a failure for c's source; true if the source is over its budget. */

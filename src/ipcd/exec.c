@@ -32,12 +32,13 @@
 #include "exec.h"
 #include "fd-util.h"
 #include "log.h"
+#include "time-util.h"
 #include "server.h"
 
 /* Output is read and sent in pieces of at most this size. */
 #define EXEC_READ_CHUNK 65536
 /* After SIGTERM (timeout), how long the command has before SIGKILL. */
-#define EXEC_KILL_GRACE_USEC (3 * 1000000)
+#define EXEC_KILL_GRACE_USEC (3 * USEC_PER_SEC)
 /* How often a half-closed TCP client is probed for being gone. */
 #define EXEC_PROBE_USEC (1000 * 1000)
 #define EXEC_PATH       "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -461,7 +462,7 @@ int exec_run(Client *c, const CommandConfig *cmd, const ProtoRequest *req)
 
         describe_args(req, args, sizeof(args));
         x.start = now_usec(CLOCK_MONOTONIC);
-        x.deadline = cmd->timeout_sec ? x.start + (uint64_t)cmd->timeout_sec * 1000000 : UINT64_MAX;
+        x.deadline = cmd->timeout_sec ? x.start + (uint64_t)cmd->timeout_sec * USEC_PER_SEC : UINT64_MAX;
         /* What this batch answered before goes out before the command's output. */
         if (client_flush(c) < 0)
                 x.end = EXEC_CLIENT_GONE;

@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "time-util.h"
 #include "metrics.h"
 
 /* Upper bounds in seconds; the last bucket is +Inf. */
@@ -155,7 +156,7 @@ static int format_server(Server *s, Buffer *b)
         r = family(b, "ipcd_uptime_seconds", "gauge", "Seconds since ipcd started.");
         if (r >= 0)
                 r = buffer_printf(b, "ipcd_uptime_seconds %" PRIu64 "\n",
-                                  (now_usec(CLOCK_MONOTONIC) - s->start_usec) / 1000000);
+                                  (now_usec(CLOCK_MONOTONIC) - s->start_usec) / USEC_PER_SEC);
         if (r >= 0)
                 r = family(b, "ipcd_clients", "gauge", "Clients connected now, by transport and role.");
         for (size_t t = 0; r >= 0 && t < 2; t++)
