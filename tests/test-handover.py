@@ -45,7 +45,7 @@ class FdStore:
     def _run(self):
         while not self.stop.is_set():
             try:
-                data, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 16)
+                data, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 300)
             except socket.timeout:
                 continue
             except OSError:
@@ -94,10 +94,10 @@ class Manager:
         self.path = os.path.join(self.dir, "ipcd.sock")
         self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.unix.bind(self.path)
-        self.unix.listen(128)
+        self.unix.listen(4096)
         self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.tcp.bind(("127.0.0.1", 0))
-        self.tcp.listen(128)
+        self.tcp.listen(4096)
         self.port = self.tcp.getsockname()[1]
         self.store = FdStore(self.dir)
         with open(os.path.join(self.dir, "token"), "w") as f:
@@ -123,7 +123,7 @@ class Manager:
         env = ipcdtest.sanitizer_env_into(self.dir, ipcdtest.clean_env({
             "LISTEN_FDS": str(len(passed)),
             "LISTEN_FDNAMES": ":".join(name for name, _ in passed),
-            "NOTIFY_SOCKET": self.store.path, "FDSTORE": "64"}))
+            "NOTIFY_SOCKET": self.store.path, "FDSTORE": "20000"}))
         with open(self.err_path, "wb") as err:
             self.proc = ipcdtest.own(subprocess.Popen(
                 ["bash", "-c", 'LISTEN_PID=$$ exec "$@"', "bash", ipcdtest.IPCD, "-c", self.conf],
@@ -241,7 +241,7 @@ def test_unknown_state_version_is_refused():
         # the stored state, replaced by one from a future ipcd
         stored = m.store.stored()
         names = [n for n, _ in stored]
-        check("ipcd-handover" in names and any(n.startswith("ipcd-client-") for n in names),
+        check("ipcd-handover" in names and "ipcd-client" in names,
               "nothing stored: %s" % names)
         fd = os.memfd_create("ipcd-handover")
         os.write(fd, b"ipcd-handover 99\nsomething new\n")

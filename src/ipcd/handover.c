@@ -20,6 +20,7 @@
 #include "time-util.h"
 #include "registry.h"
 #include "server.h"
+#include "time-util.h"
 
 /* How long the exit waits for systemd to have taken every fd. */
 #define HANDOVER_BARRIER_USEC (5 * USEC_PER_SEC)
@@ -41,9 +42,7 @@ unsigned handover_fdstore_max(void)
 
 int handover_take_fd(HandoverFds *h, int fd, const char *name)
 {
-        size_t n = strlen(HANDOVER_CLIENT_NAME);
-        uint64_t id;
-        char *end;
+        struct stat st;
         void *v;
 
         if (strcmp(name, HANDOVER_STATE_NAME) == 0) {
@@ -52,12 +51,10 @@ int handover_take_fd(HandoverFds *h, int fd, const char *name)
                 h->state_fd = fd;
                 return 1;
         }
-        if (strncmp(name, HANDOVER_CLIENT_NAME, n) != 0)
+        if (strcmp(name, HANDOVER_CLIENT_NAME) != 0)
                 return 0;
-        errno = 0;
-        id = strtoull(name + n, &end, 10);
-        if (errno || end == name + n || *end || id == 0) {
-                log_warning("Closing fd %d from systemd's store: bad name '%s'", fd, name);
+        if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+                log_warning("Closing fd %d from systemd's store: not a socket", fd);
                 close(fd);
                 return 1;
         }
@@ -67,7 +64,7 @@ int handover_take_fd(HandoverFds *h, int fd, const char *name)
                 return -ENOMEM;
         }
         h->clients = v;
-        h->clients[h->n_clients].id = id;
+        h->clients[h->n_clients].ino = (uint64_t)st.st_ino;
         h->clients[h->n_clients++].fd = fd;
         return 1;
 }
@@ -88,15 +85,19 @@ static int append_hex(Buffer *b, const char *data, size_t len)
         return r;
 }
 
-/* "client ID TRANSPORT AUTH_ROLE COMMANDS OK FAILED IN OUT SINCE TOPICS PARTIAL" */
+/* "client ID INO TRANSPORT AUTH_ROLE COMMANDS OK FAILED IN OUT SINCE TOPICS PARTIAL" */
 static int append_client(Buffer *b, Client *c)
 {
+        struct stat st;
         size_t mark;
         int r;
 
-        r = buffer_printf(b, "client %" PRIu64 " %s %s %" PRIu64 " %" PRIu64 " %" PRIu64
-                             " %" PRIu64 " %" PRIu64 " %" PRIu64 " ",
-                          c->id, transport_to_string(c->transport), role_to_string(c->auth_role),
+        if (fstat(c->fd, &st) < 0)
+                return -errno;
+        r = buffer_printf(b, "client %" PRIu64 " %" PRIu64 " %s %s %" PRIu64 " %" PRIu64
+                             " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " ",
+                          c->id, (uint64_t)st.st_ino, transport_to_string(c->transport),
+                          role_to_string(c->auth_role),
                           (uint64_t)atomic_load(&c->n_commands), (uint64_t)atomic_load(&c->n_ok),
                           (uint64_t)atomic_load(&c->n_failed),
                           (uint64_t)atomic_load(&c->n_bytes_in), outbox_bytes_out(&c->outbox),
@@ -146,6 +147,8 @@ int handover_store(Server *s, Client **clients, size_t n)
         size_t stored = 0;
         int fd, r;
 
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC), t_fds;
+
         if (room < 2)
                 return 0;
         r = buffer_printf(&b, "ipcd-handover %d\n", HANDOVER_VERSION);
@@ -169,21 +172,28 @@ int handover_store(Server *s, Client **clients, size_t n)
         if (r <= 0)
                 return log_error_errno(r ? r : -ENOTCONN,
                                        "Failed to store the sessions with systemd: %m");
+        /* The sockets, up to SCM_MAX_FD (253) a message, in the order of the
+         * state's lines (the inode tells them apart anyway). */
         stored = 0;
-        for (size_t i = 0; i < n; i++) {
-                char msg[64];
+        for (size_t i = 0; i < n;) {
+                int fds[253];
+                size_t k = 0;
 
-                if (!storable(clients[i]) || stored + 1 >= room)
-                        continue;
-                snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=" HANDOVER_CLIENT_NAME "%" PRIu64,
-                         clients[i]->id);
-                if (sd_pid_notify_with_fds(0, false, msg, &clients[i]->fd, 1) > 0)
-                        stored++;
+                for (; i < n && k < ELEMENTSOF(fds); i++)
+                        if (storable(clients[i]) && stored + k + 1 < room)
+                                fds[k++] = clients[i]->fd;
+                if (k > 0 && sd_pid_notify_with_fds(0, false,
+                                                    "FDSTORE=1\nFDNAME=" HANDOVER_CLIENT_NAME,
+                                                    fds, (unsigned)k) > 0)
+                        stored += k;
         }
+        t_fds = now_usec(CLOCK_MONOTONIC);
         r = sd_notify_barrier(0, HANDOVER_BARRIER_USEC);
         if (r < 0)
                 log_warning_errno(r, "systemd did not confirm the stored sessions: %m");
-        log_info("Kept %zu client session(s) for the next process in systemd's fd store", stored);
+        log_info("Kept %zu client session(s) for the next process in systemd's fd store (%.1f ms "
+                 "to send, %.1f ms until systemd had them all)",
+                 stored, (t_fds - t0) / 1000.0, (now_usec(CLOCK_MONOTONIC) - t_fds) / 1000.0);
         (void)s;
         return (int)stored;
 }
@@ -191,7 +201,7 @@ int handover_store(Server *s, Client **clients, size_t n)
 /* ---------------------------------------------------------------- restore */
 
 typedef struct Saved {
-        uint64_t id, n_commands, ok, failed, in, out, since;
+        uint64_t id, ino, n_commands, ok, failed, in, out, since;
         Transport transport;
         Role auth_role;
         const char *topics; /* "a,b" or "", in the state's text */
@@ -227,38 +237,39 @@ static int parse_role(const char *s, Role *ret)
         return -EINVAL;
 }
 
-/* "client ID TRANSPORT AUTH_ROLE COMMANDS OK FAILED IN OUT SINCE TOPICS PARTIAL" */
+/* "client ID INO TRANSPORT AUTH_ROLE COMMANDS OK FAILED IN OUT SINCE TOPICS PARTIAL" */
 static int parse_line(char *line, Saved *ret)
 {
         uint64_t *const numbers[] = {&ret->n_commands, &ret->ok, &ret->failed,
                                      &ret->in, &ret->out, &ret->since};
-        char *f[12], *p = line;
+        char *f[13], *p = line;
         size_t n = 0, len;
 
         *ret = (Saved){0};
         while (n < ELEMENTSOF(f) && p)
                 f[n++] = strsep(&p, " ");
-        if (n != ELEMENTSOF(f) || p || strcmp(f[0], "client") != 0 || parse_u64(f[1], &ret->id) < 0)
+        if (n != ELEMENTSOF(f) || p || strcmp(f[0], "client") != 0 ||
+            parse_u64(f[1], &ret->id) < 0 || ret->id == 0 || parse_u64(f[2], &ret->ino) < 0)
                 return -EINVAL;
-        if (strcmp(f[2], "unix") == 0)
+        if (strcmp(f[3], "unix") == 0)
                 ret->transport = TRANSPORT_UNIX;
-        else if (strcmp(f[2], "tcp") == 0)
+        else if (strcmp(f[3], "tcp") == 0)
                 ret->transport = TRANSPORT_TCP;
         else
                 return -EINVAL;
-        if (parse_role(f[3], &ret->auth_role) < 0)
+        if (parse_role(f[4], &ret->auth_role) < 0)
                 return -EINVAL;
         for (size_t i = 0; i < ELEMENTSOF(numbers); i++)
-                if (parse_u64(f[4 + i], numbers[i]) < 0)
+                if (parse_u64(f[5 + i], numbers[i]) < 0)
                         return -EINVAL;
-        ret->topics = strcmp(f[10], "-") == 0 ? f[10] + 1 : f[10]; /* "" or "a,b" */
-        len = strcmp(f[11], "-") == 0 ? 0 : strlen(f[11]);
+        ret->topics = strcmp(f[11], "-") == 0 ? f[11] + 1 : f[11]; /* "" or "a,b" */
+        len = strcmp(f[12], "-") == 0 ? 0 : strlen(f[12]);
         if (len % 2)
                 return -EINVAL;
         /* unhexed in place: the bytes fit where their digits were */
-        ret->partial = f[11];
+        ret->partial = f[12];
         for (size_t i = 0; i < len; i += 2) {
-                int hi = unhex_digit(f[11][i]), lo = unhex_digit(f[11][i + 1]);
+                int hi = unhex_digit(f[12][i]), lo = unhex_digit(f[12][i + 1]);
                 if (hi < 0 || lo < 0)
                         return -EINVAL;
                 ret->partial[ret->partial_len++] = (char)(hi << 4 | lo);
@@ -302,10 +313,10 @@ static char *read_state(int fd)
         return data;
 }
 
-static int take_fd_of(HandoverFds *h, uint64_t id)
+static int take_fd_of(HandoverFds *h, uint64_t ino)
 {
         for (size_t i = 0; i < h->n_clients; i++)
-                if (h->clients[i].id == id && h->clients[i].fd >= 0) {
+                if (h->clients[i].ino == ino && h->clients[i].fd >= 0) {
                         int fd = h->clients[i].fd;
                         h->clients[i].fd = -1;
                         return fd;
@@ -362,17 +373,14 @@ int handover_restore(Server *s, HandoverFds *h)
         size_t n = 0, failed = 0, running = 0;
         char *state = NULL, *line, *save = NULL;
 
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+
         if (h->state_fd < 0 && h->n_clients == 0)
                 return 0;
         /* Out of the store first: a crash from here on must not restore
          * these again. */
         (void)sd_notify(false, "FDSTOREREMOVE=1\nFDNAME=" HANDOVER_STATE_NAME);
-        for (size_t i = 0; i < h->n_clients; i++) {
-                char msg[64];
-                snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=" HANDOVER_CLIENT_NAME "%" PRIu64,
-                         h->clients[i].id);
-                (void)sd_notify(false, msg);
-        }
+        (void)sd_notify(false, "FDSTOREREMOVE=1\nFDNAME=" HANDOVER_CLIENT_NAME);
         if (h->state_fd >= 0) {
                 state = read_state(h->state_fd);
                 h->state_fd = safe_close(h->state_fd);
@@ -394,7 +402,7 @@ int handover_restore(Server *s, HandoverFds *h)
                         failed++;
                         continue;
                 }
-                fd = take_fd_of(h, v.id);
+                fd = take_fd_of(h, v.ino);
                 if (fd < 0) {
                         log_warning("Stored session of client %" PRIu64 " came without its "
                                     "socket; dropping it",
@@ -409,9 +417,9 @@ int handover_restore(Server *s, HandoverFds *h)
         free(state);
         for (size_t i = 0; i < h->n_clients; i++)
                 if (h->clients[i].fd >= 0) {
-                        log_warning("Client %" PRIu64 "'s socket came without its state; "
-                                    "closing it",
-                                    h->clients[i].id);
+                        log_warning("A client socket (inode %" PRIu64 ") came without its "
+                                    "state; closing it",
+                                    h->clients[i].ino);
                         h->clients[i].fd = safe_close(h->clients[i].fd);
                         failed++;
                 }
@@ -433,7 +441,8 @@ int handover_restore(Server *s, HandoverFds *h)
         }
         free(restored);
         if (running > 0 || failed > 0)
-                log_info("Restored %zu client session(s) from the previous process%s", running,
+                log_info("Restored %zu client session(s) from the previous process in %.1f ms%s",
+                         running, (now_usec(CLOCK_MONOTONIC) - t0) / 1000.0,
                          failed ? "; see above for those that were not" : "");
         return (int)running;
 }

@@ -3,11 +3,13 @@
  *
  * On SIGTERM, when systemd keeps an fd store for ipcd ($FDSTORE, see
  * handover_fdstore_max()), the drain hands every quiet client over instead
- * of closing it: its socket goes into the store (FDNAME=ipcd-client-ID),
+ * of closing it: its socket goes into the store (FDNAME=ipcd-client),
  * and what cannot be read off the socket again goes into one memfd stored
- * before them (FDNAME=ipcd-handover): the client id, transport, the role
- * won by `auth`, its counters, its subscriptions and its partial request
- * line. A restart passes them to the next process beside the listeners; it
+ * before them (FDNAME=ipcd-handover): the client id, the socket's inode
+ * (which tells the sockets apart: they all go as FDNAME=ipcd-client, up to
+ * 253 in one message, so that systemd handles a few messages, not one per
+ * client), transport, the role won by `auth`, its counters, its
+ * subscriptions and its partial request line. A restart passes them to the next process beside the listeners; it
  * restores every client before it accepts anyone and before READY=1, and
  * removes them from the store (FDSTOREREMOVE=1), so that a crash later
  * never hands out a stale session. On a stop systemd closes the store:
@@ -32,14 +34,14 @@
 struct Server;
 
 #define HANDOVER_STATE_NAME   "ipcd-handover"
-#define HANDOVER_CLIENT_NAME  "ipcd-client-" /* + the client's id */
+#define HANDOVER_CLIENT_NAME  "ipcd-client" /* every client socket; told apart by inode */
 #define HANDOVER_VERSION      1
 
 /* What systemd passed back from the store (server_open_listeners). */
 typedef struct HandoverFds {
         int state_fd; /* -1: none */
         struct {
-                uint64_t id;
+                uint64_t ino; /* the socket's inode, which the state names */
                 int fd;
         } *clients;
         size_t n_clients;

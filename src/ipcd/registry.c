@@ -329,18 +329,26 @@ size_t registry_ref_all(Registry *r, Client ***ret)
         return n;
 }
 
-bool registry_wait_readers(Registry *r, uint64_t until)
+bool registry_wait_readers(Registry *r, uint64_t until, uint64_t kick_usec)
 {
-        struct timespec ts = usec_to_timespec(until);
+        struct timespec ts;
         bool running = true;
+        uint64_t now;
 
         pthread_mutex_lock(&r->lock);
         for (;;) {
                 running = false;
                 for (Client *c = r->clients; c && !running; c = c->next)
                         running = c->reader_running;
-                if (!running || pthread_cond_timedwait(&r->drained, &r->lock, &ts) == ETIMEDOUT)
+                if (!running || (now = now_usec(CLOCK_MONOTONIC)) >= until)
                         break;
+                /* A kick can come just before a reader blocks in read():
+                 * kick again those that have not seen it. */
+                ts = usec_to_timespec(MIN(until, now + kick_usec));
+                if (pthread_cond_timedwait(&r->drained, &r->lock, &ts) == ETIMEDOUT)
+                        for (Client *c = r->clients; c; c = c->next)
+                                if (!atomic_load(&c->stop_seen))
+                                        client_kick_locked(c);
         }
         pthread_mutex_unlock(&r->lock);
         return !running;

@@ -129,5 +129,6 @@ int registry_check(Registry *r, uint64_t now, unsigned *ret_exit_idle_sec);
 size_t registry_ref_all(Registry *r, Client ***ret);
 
 /* Wait until no listed client's reader runs, or `until` (CLOCK_MONOTONIC
- * µs); true if none runs. */
-bool registry_wait_readers(Registry *r, uint64_t until);
+ * µs), kicking again every `kick_usec` the readers that have not seen the
+ * stop; true if none runs. */
+bool registry_wait_readers(Registry *r, uint64_t until, uint64_t kick_usec);

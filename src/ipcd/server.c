@@ -382,17 +382,22 @@ static unsigned server_hand_over(Server *s, uint64_t until)
         size_t n;
         unsigned left;
 
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+
         n = registry_ref_all(&s->registry, &held);
         (void)registry_stop_reading(&s->registry);
         log_info("Stopping for a restart: answering what %zu client(s) already sent, then "
                  "keeping their sessions in systemd's fd store",
                  n);
-        if (!registry_wait_readers(&s->registry, until))
+        if (!registry_wait_readers(&s->registry, until, DRAIN_KICK_USEC))
                 log_warning("DrainTimeoutSec= passed with readers still running; their clients "
                             "are closed");
+        log_debug("Every reader stopped after %.1f ms",
+                  (now_usec(CLOCK_MONOTONIC) - t0) / 1000.0);
         for (size_t i = 0; i < n; i++)
                 outbox_close(&held[i]->outbox);
         left = registry_drain(&s->registry, until, DRAIN_KICK_USEC);
+        log_debug("Every sender done after %.1f ms", (now_usec(CLOCK_MONOTONIC) - t0) / 1000.0);
         (void)handover_store(s, held, n);
         for (size_t i = 0; i < n; i++)
                 client_unref(held[i]);

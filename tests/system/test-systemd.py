@@ -40,7 +40,7 @@ USER_IN = "ipcdtest-in"       # a member of group ipcd
 USER_OUT = "ipcdtest-out"     # not a member
 COLD_STARTS = 20
 RESTARTS = 3
-SESSION_CLIENTS = 200   # test_restart_keeps_sessions
+SESSION_CLIENTS = int(os.environ.get("IPCD_TEST_SESSION_CLIENTS", "200"))  # test_restart_keeps_sessions
 
 C = None  # the booted Container
 
@@ -667,6 +667,12 @@ def test_restart_keeps_sessions():
     log("%d clients across %d restarts: %d kept their ids; %d events published, %d received; "
         "longest pause of a pinging client per restart: %s ms"
         % (r["n"], RESTARTS, r["same_ids"], r["published"], r["got"], r["restart_gaps_ms"]))
+    # where a restart's time goes: the last one, as the journal saw it
+    steps = C.run(["journalctl", "--no-pager", "-o", "short-monotonic", "-u", "ipcd",
+                   "--since", "-2min"]).stdout.splitlines()
+    keys = ("Received SIGTERM", "Stopping for a restart", "Kept ", "Stopped", "Starting ipcd",
+            "Restored ", "Started ipcd")
+    log("the last restart:\n" + "\n".join([l for l in steps if any(k in l for k in keys)][-9:]))
     check(len(pids) == RESTARTS + 1, "MainPID did not change on each restart: %s" % sorted(pids))
     check(not r["errors"], "clients broke: %s" % r["errors"])
     check(r["same_ids"] == r["n"], "%d of %d clients kept their id" % (r["same_ids"], r["n"]))
