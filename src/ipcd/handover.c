@@ -357,8 +357,10 @@ static int restore_one(Server *s, int fd, const Saved *v, Client **ret)
                 c->line_since_usec = now_usec(CLOCK_MONOTONIC);
         }
         r = events_restore(c, v->topics);
-        if (r < 0)
+        if (r < 0) {
+                events_client_gone(c); /* what it did subscribe */
                 return r;
+        }
         if (c->transport == TRANSPORT_UNIX && atomic_load(&c->role) != ROLE_ADMIN)
                 c->peer_key = peer_key_uid(c->cred.uid);
         else if (c->transport == TRANSPORT_TCP)
@@ -434,6 +436,7 @@ int handover_restore(Server *s, HandoverFds *h)
                         log_warning("Failed to start a reader for restored client %" PRIu64
                                     ", closing it",
                                     restored[i]->id);
+                        events_client_gone(restored[i]);
                         failed++;
                 } else
                         running++;
