@@ -228,6 +228,67 @@ def test_sessions_survive_restarts():
         m.close()
 
 
+def test_events_during_restarts_arrive_once_in_order():
+    """A publisher that never stops and subscribers that never reconnect:
+    across restarts every event arrives at every subscriber exactly once, in
+    order; the drain runs while the publisher's reader publishes."""
+    m = Manager()
+    try:
+        m.start()
+        subs = [Conn(m.path) for _ in range(5)]
+        for c in subs:
+            check(c.request("subscribe n").kind == "OK", "subscribe")
+        pub = Conn(m.path)
+        state = {"n": 0, "error": None}
+        stop = threading.Event()
+
+        def publish():
+            try:
+                while not stop.is_set():
+                    # pipelined: several requests in the socket at SIGTERM
+                    pub.send("".join("publish n %d\n" % (state["n"] + k) for k in range(4)))
+                    for _ in range(4):
+                        f = pub.read_frame()
+                        if f.kind != "OK":
+                            raise AssertionError("publish: %r" % f)
+                    state["n"] += 4
+            except Exception as e:  # noqa: BLE001 - reported below
+                state["error"] = repr(e)
+        got = [[] for _ in subs]
+
+        def listen(i):
+            # a subscriber reads as events come (one that does not is a slow
+            # consumer, and keeps the drain waiting up to DrainTimeoutSec)
+            try:
+                while True:
+                    f = subs[i].read_frame()
+                    if f.kind != "EVENT" or f.payload == b"end":
+                        return
+                    got[i].append(int(f.payload))
+            except Exception as e:  # noqa: BLE001 - reported below
+                got[i].append(repr(e))
+        threads = [threading.Thread(target=publish, daemon=True)] + \
+            [threading.Thread(target=listen, args=(i,), daemon=True) for i in range(len(subs))]
+        for t in threads:
+            t.start()
+        for _ in range(3):
+            n0 = state["n"]
+            wait_for(lambda: state["n"] >= n0 + 40 or state["error"], what="publishes to flow")
+            m.restart()
+        stop.set()
+        threads[0].join(30)
+        check(state["error"] is None, "the publisher: %s" % state["error"])
+        check(pub.request("publish n end").kind == "OK", "the last publish")
+        for t in threads[1:]:
+            t.join(30)
+        for i in range(len(subs)):
+            check(got[i] == list(range(state["n"])), "subscriber %d: not every event once, in "
+                  "order (%d events; got %d, last %s)" % (i, state["n"], len(got[i]),
+                                                          got[i][-3:]))
+    finally:
+        m.close()
+
+
 def test_unknown_state_version_is_refused():
     """A state of a version this ipcd does not know: nothing is guessed, the
     stored clients see their connection end, the daemon serves on."""
@@ -272,6 +333,7 @@ def test_stop_without_store_is_a_stop():
 if __name__ == "__main__":
     ipcdtest.run_tests([
         test_sessions_survive_restarts,
+        test_events_during_restarts_arrive_once_in_order,
         test_unknown_state_version_is_refused,
         test_stop_without_store_is_a_stop,
     ])
