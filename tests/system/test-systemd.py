@@ -686,7 +686,11 @@ def test_restart_keeps_sessions():
     wait_journal(r"^Kept \d+ client session\(s\) for the next process")
     wait_journal(r"^Restored \d+ client session\(s\) from the previous process")
     # A stop is still a stop: the store is emptied, clients see the end.
+    held = host_conn()
+    check(held.request("ping").payload == b"pong", "ping before the stop")
     stop_service()
+    wait_for(held.at_eof, timeout=10, what="a client to see the end after systemctl stop")
+    held.close()
 
 
 # In the container: hold the old ipcd in its drain (a client that does not
@@ -762,11 +766,22 @@ def test_connect_while_restarting():
     check(re.search(r"^client: 1$", r["answer"], re.M), "not the new ipcd: %r" % r["answer"])
 
 
+def host_conn():
+    """A client on the host, connected through the container's root."""
+    return ipcdtest.Conn("/proc/%d/root%s" % (C.leader, SOCKET), timeout=30)
+
+
 def test_kill9_restarts():
     C.ok(["systemctl", "start", "ipcd.socket"])
     pong()
     old = main_pid()
+    # a client of the crashed process sees end of file, never a hang: nothing
+    # of a process that did not write its sessions down is restored
+    held = host_conn()
+    check(held.request("ping").payload == b"pong", "ping before kill -9")
     C.ok(["kill", "-9", str(old)])
+    wait_for(held.at_eof, timeout=10, what="the crashed ipcd's client to see end of file")
+    held.close()
     check(state("ipcd.socket") == "active", "ipcd.socket is %s after kill -9"
           % state("ipcd.socket"))
     pong()
