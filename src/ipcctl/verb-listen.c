@@ -151,8 +151,7 @@ static bool reconnect_wait(int sfd, usec_t usec)
         struct pollfd p = {.fd = sfd, .events = POLLIN};
         struct signalfd_siginfo si;
 
-        if (poll(&p, 1, poll_timeout_ms(now_usec(CLOCK_MONOTONIC) + usec,
-                                        now_usec(CLOCK_MONOTONIC))) > 0 &&
+        if (poll(&p, 1, (int)((usec + USEC_PER_MSEC - 1) / USEC_PER_MSEC)) > 0 &&
             read(sfd, &si, sizeof(si)) == sizeof(si))
                 return true;
         return false;

@@ -140,7 +140,7 @@ static bool storable(Client *c)
                outbox_bytes(&c->outbox) == 0;
 }
 
-int handover_store(Server *s, Client **clients, size_t n)
+int handover_store(Client **clients, size_t n)
 {
         unsigned room = handover_fdstore_max();
         Buffer b = BUFFER_INIT;
@@ -194,7 +194,6 @@ int handover_store(Server *s, Client **clients, size_t n)
         log_info("Kept %zu client session(s) for the next process in systemd's fd store (%.1f ms "
                  "to send, %.1f ms until systemd had them all)",
                  stored, (t_fds - t0) / 1000.0, (now_usec(CLOCK_MONOTONIC) - t_fds) / 1000.0);
-        (void)s;
         return (int)stored;
 }
 

@@ -62,7 +62,7 @@ int handover_take_fd(HandoverFds *h, int fd, const char *name);
  * nothing left in their outbox) and their state; returns how many were
  * stored. The others are left to close as on a stop.
  */
-int handover_store(struct Server *s, Client **clients, size_t n);
+int handover_store(Client **clients, size_t n);
 
 /* Take the stored clients back: listed, subscribed and running; returns how
  * many. Closes whatever it cannot restore. */

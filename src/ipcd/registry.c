@@ -264,22 +264,47 @@ unsigned registry_stop_reading(Registry *r)
         return n;
 }
 
-unsigned registry_drain(Registry *r, uint64_t until, uint64_t kick_usec)
+static bool all_gone_locked(Registry *r)
 {
-        struct timespec ts;
-        uint64_t now;
-        unsigned left;
+        return r->n_clients == 0;
+}
 
-        /* A kick can come just before a reader blocks in read(): kick again
-         * those that have not seen it. */
-        pthread_mutex_lock(&r->lock);
-        while (r->n_clients > 0 && (now = now_usec(CLOCK_MONOTONIC)) < until) {
-                ts = usec_to_timespec(MIN(until, now + kick_usec));
+static bool no_reader_runs_locked(Registry *r)
+{
+        for (Client *c = r->clients; c; c = c->next)
+                if (c->reader_running)
+                        return false;
+        return true;
+}
+
+/*
+ * Under the lock: wait for `done` or `until` (CLOCK_MONOTONIC µs). A kick
+ * can come just before a reader blocks in read(): every `kick_usec`, kick
+ * again those that have not seen the stop. Returns done().
+ */
+static bool wait_kicking_locked(Registry *r, bool (*done)(Registry *r), uint64_t until,
+                                uint64_t kick_usec)
+{
+        uint64_t now;
+
+        while (!done(r) && (now = now_usec(CLOCK_MONOTONIC)) < until) {
+                struct timespec ts = usec_to_timespec(MIN(until, now + kick_usec));
+
                 if (pthread_cond_timedwait(&r->drained, &r->lock, &ts) == ETIMEDOUT)
                         for (Client *c = r->clients; c; c = c->next)
                                 if (!atomic_load(&c->stop_seen))
                                         client_kick_locked(c);
         }
+        return done(r);
+}
+
+unsigned registry_drain(Registry *r, uint64_t until, uint64_t kick_usec)
+{
+        struct timespec ts;
+        unsigned left;
+
+        pthread_mutex_lock(&r->lock);
+        (void)wait_kicking_locked(r, all_gone_locked, until, kick_usec);
         left = r->n_clients;
         if (left > 0) {
                 for (Client *c = r->clients; c; c = c->next)
@@ -317,12 +342,26 @@ int registry_check(Registry *r, uint64_t now, unsigned *ret_exit_idle_sec)
 
 size_t registry_ref_all(Registry *r, Client ***ret)
 {
-        Client **v;
-        size_t n = 0;
+        Client **v = NULL;
+        size_t n, cap = 0;
 
-        pthread_mutex_lock(&r->lock);
-        v = malloc((r->n_clients ? r->n_clients : 1) * sizeof(*v));
-        for (Client *c = r->clients; v && c; c = c->next)
+        /* The array is allocated outside the lock; should the list have
+         * grown meanwhile, again with its new size. */
+        for (;;) {
+                pthread_mutex_lock(&r->lock);
+                if (v && r->n_clients <= cap)
+                        break;
+                cap = r->n_clients + 16;
+                pthread_mutex_unlock(&r->lock);
+                free(v);
+                v = malloc(cap * sizeof(*v));
+                if (!v) {
+                        *ret = NULL;
+                        return 0;
+                }
+        }
+        n = 0;
+        for (Client *c = r->clients; c; c = c->next)
                 v[n++] = client_ref(c);
         pthread_mutex_unlock(&r->lock);
         *ret = v;
@@ -331,25 +370,10 @@ size_t registry_ref_all(Registry *r, Client ***ret)
 
 bool registry_wait_readers(Registry *r, uint64_t until, uint64_t kick_usec)
 {
-        struct timespec ts;
-        bool running = true;
-        uint64_t now;
+        bool none;
 
         pthread_mutex_lock(&r->lock);
-        for (;;) {
-                running = false;
-                for (Client *c = r->clients; c && !running; c = c->next)
-                        running = c->reader_running;
-                if (!running || (now = now_usec(CLOCK_MONOTONIC)) >= until)
-                        break;
-                /* A kick can come just before a reader blocks in read():
-                 * kick again those that have not seen it. */
-                ts = usec_to_timespec(MIN(until, now + kick_usec));
-                if (pthread_cond_timedwait(&r->drained, &r->lock, &ts) == ETIMEDOUT)
-                        for (Client *c = r->clients; c; c = c->next)
-                                if (!atomic_load(&c->stop_seen))
-                                        client_kick_locked(c);
-        }
+        none = wait_kicking_locked(r, no_reader_runs_locked, until, kick_usec);
         pthread_mutex_unlock(&r->lock);
-        return !running;
+        return none;
 }

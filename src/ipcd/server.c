@@ -398,7 +398,7 @@ static unsigned server_hand_over(Server *s, uint64_t until)
                 outbox_close(&held[i]->outbox);
         left = registry_drain(&s->registry, until, DRAIN_KICK_USEC);
         log_debug("Every sender done after %.1f ms", (now_usec(CLOCK_MONOTONIC) - t0) / 1000.0);
-        (void)handover_store(s, held, n);
+        (void)handover_store(held, n);
         for (size_t i = 0; i < n; i++)
                 client_unref(held[i]);
         free(held);
