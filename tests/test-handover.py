@@ -13,6 +13,7 @@ under a real systemd as PID 1 (test_restart_keeps_sessions).
 """
 import array
 import os
+import select
 import shutil
 import signal
 import socket
@@ -75,7 +76,18 @@ class FdStore:
             return any(text in m for m in self.messages)
 
     def stored(self):
+        """What the store holds; like systemd, it closes a stored fd that
+        reports POLLHUP or POLLERR."""
         with self.lock:
+            keep = []
+            for name, fd in self.fds:
+                p = select.poll()
+                p.register(fd, 0)
+                if p.poll(0):
+                    os.close(fd)
+                else:
+                    keep.append((name, fd))
+            self.fds = keep
             return list(self.fds)
 
     def close(self):
@@ -334,7 +346,7 @@ def test_unknown_state_version_is_refused():
         # the stored state, replaced by one from a future ipcd
         stored = m.store.stored()
         names = [n for n, _ in stored]
-        check("ipcd-handover" in names and "ipcd-client" in names,
+        check("ipcd-handover" in names and "ipcd-clients" in names,
               "nothing stored: %s" % names)
         fd = os.memfd_create("ipcd-handover")
         os.write(fd, b"ipcd-handover 99\nsomething new\n")
@@ -348,6 +360,54 @@ def test_unknown_state_version_is_refused():
         check("version '99'" in m.log(), "refusal not logged: " + m.log())
         wait_for(c.at_eof, what="the stored client to be closed")
         check(Conn(m.path).request("ping").payload == b"pong", "serving after the refusal")
+    finally:
+        m.close()
+
+
+def test_version_1_store_is_read():
+    """A store written by version 1 (each client socket stored on its own as
+    ipcd-client): a newer ipcd takes those sessions back too."""
+    m = Manager()
+    try:
+        m.start()
+        a, b = Conn(m.path), Conn(m.path)
+        check(a.request("subscribe news").kind == "OK", "subscribe")
+        ids = (client_id(a), client_id(b))
+        m.proc.send_signal(signal.SIGTERM)
+        m.proc.wait(30)
+        with m.store.lock:
+            old = m.store.fds
+            state = dict(old)["ipcd-handover"]
+            text = os.pread(state, 1 << 20, 0)
+            check(text.startswith(b"ipcd-handover 2\n"), "state header: %r" % text[:40])
+            ends = [fd for name, fd in old if name == "ipcd-clients"]
+            check(len(ends) == 2, "the carrier's ends: %s" % old)
+            sockets = []
+            for end in ends:
+                carrier = socket.socket(fileno=os.dup(end))
+                carrier.setblocking(False)  # (recv_fds ignores its flags)
+                while True:
+                    try:
+                        _, fds, _, _ = socket.recv_fds(carrier, 1, 253)
+                    except BlockingIOError:
+                        break
+                    if not fds:
+                        break
+                    sockets += fds
+                carrier.close()
+            check(len(sockets) == 2, "%d sockets in the carrier" % len(sockets))
+            v1 = os.memfd_create("ipcd-handover")
+            os.write(v1, b"ipcd-handover 1\n" + text.split(b"\n", 1)[1])
+            for _, fd in old:
+                os.close(fd)
+            m.store.fds = [("ipcd-handover", v1)] + [("ipcd-client", fd) for fd in sockets]
+        m.start()
+        check("Restored 2 client session(s)" in m.log(), "not restored: " + m.log())
+        check((client_id(a), client_id(b)) == ids, "ids changed")
+        p = Conn(m.path)
+        check(p.request("publish news kept").kind == "OK", "publish")
+        f = a.read_frame()
+        check(f.kind == "EVENT" and f.payload == b"kept", "event after restore: %r" % (f,))
     finally:
         m.close()
 
@@ -368,5 +428,6 @@ if __name__ == "__main__":
         test_events_during_restarts_arrive_once_in_order,
         test_maximal_partial_lines_survive,
         test_unknown_state_version_is_refused,
+        test_version_1_store_is_read,
         test_stop_without_store_is_a_stop,
     ])

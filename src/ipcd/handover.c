@@ -17,7 +17,6 @@
 #include "events.h"
 #include "handover.h"
 #include "log.h"
-#include "time-util.h"
 #include "registry.h"
 #include "server.h"
 #include "time-util.h"
@@ -40,23 +39,15 @@ unsigned handover_fdstore_max(void)
         return (unsigned)v;
 }
 
-int handover_take_fd(HandoverFds *h, int fd, const char *name)
+static int add_client_fd(HandoverFds *h, int fd)
 {
         struct stat st;
         void *v;
 
-        if (strcmp(name, HANDOVER_STATE_NAME) == 0) {
-                if (h->state_fd >= 0)
-                        close(h->state_fd); /* only one: the later one wins */
-                h->state_fd = fd;
-                return 1;
-        }
-        if (strcmp(name, HANDOVER_CLIENT_NAME) != 0)
-                return 0;
         if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
                 log_warning("Closing fd %d from systemd's store: not a socket", fd);
                 close(fd);
-                return 1;
+                return 0;
         }
         v = realloc(h->clients, (h->n_clients + 1) * sizeof(*h->clients));
         if (!v) {
@@ -66,7 +57,77 @@ int handover_take_fd(HandoverFds *h, int fd, const char *name)
         h->clients = v;
         h->clients[h->n_clients].ino = (uint64_t)st.st_ino;
         h->clients[h->n_clients++].fd = fd;
-        return 1;
+        return 0;
+}
+
+/* The client sockets queued in one end of the carrier (see store_carrier());
+ * the other end has none. Closes it. */
+static int take_carrier(HandoverFds *h, int carrier)
+{
+        int r = 0;
+
+        for (;;) {
+                union {
+                        struct cmsghdr align;
+                        char buf[CMSG_SPACE(HANDOVER_FDS_PER_MESSAGE * sizeof(int))];
+                } control;
+                char byte;
+                struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+                struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1,
+                                   .msg_control = &control, .msg_controllen = sizeof(control)};
+                ssize_t k = recvmsg(carrier, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0) {
+                        if (k < 0 && errno != EAGAIN)
+                                r = log_error_errno(-errno, "Failed to read the stored client "
+                                                            "sockets: %m");
+                        break;
+                }
+                if (m.msg_flags & MSG_CTRUNC)
+                        log_error("Some stored client sockets did not fit in a message; they are "
+                                  "lost");
+                for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+                        size_t n;
+                        int *fds;
+
+                        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+                                continue;
+                        n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                        fds = (int *)CMSG_DATA(cm);
+                        for (size_t i = 0; i < n; i++) {
+                                int fd;
+
+                                memcpy(&fd, fds + i, sizeof(fd));
+                                if (r < 0)
+                                        close(fd);
+                                else
+                                        r = add_client_fd(h, fd);
+                        }
+                }
+        }
+        close(carrier);
+        return r;
+}
+
+int handover_take_fd(HandoverFds *h, int fd, const char *name)
+{
+        int r;
+
+        if (strcmp(name, HANDOVER_STATE_NAME) == 0) {
+                if (h->state_fd >= 0)
+                        close(h->state_fd); /* only one: the later one wins */
+                h->state_fd = fd;
+                return 1;
+        }
+        if (strcmp(name, HANDOVER_CARRIER_NAME) == 0)
+                r = take_carrier(h, fd);
+        else if (strcmp(name, HANDOVER_CLIENT_NAME) == 0)
+                r = add_client_fd(h, fd); /* as stored by version 1 */
+        else
+                return 0;
+        return r < 0 ? r : 1;
 }
 
 /* ------------------------------------------------------------------ store */
@@ -140,6 +201,63 @@ static bool storable(Client *c)
                outbox_bytes(&c->outbox) == 0;
 }
 
+/*
+ * The client sockets go into systemd's store inside one fd, the carrier: a
+ * socket pair whose one end carries them (SCM_RIGHTS, up to
+ * HANDOVER_FDS_PER_MESSAGE a message) to the other, which keeps them queued
+ * and goes into the store alone. systemd's store takes fds one by one,
+ * comparing each with all it holds (1.2 s for 1,000 on systemd 252); the
+ * carrier costs it two: both ends go into the store, for systemd drops a
+ * stored fd that reports POLLHUP, as the receiving end would once the
+ * sending end were closed. Sockets queued in the carrier stay open for as
+ * long as the store holds it; a stop closes it, and them.
+ */
+static int store_carrier(Client **clients, size_t n, size_t *ret_stored)
+{
+        _cleanup_close_ int tx = -1, rx = -1;
+        int pair[2], r;
+        size_t stored = 0;
+
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
+                return -errno;
+        rx = pair[0];
+        tx = pair[1];
+        for (size_t i = 0; i < n;) {
+                union {
+                        struct cmsghdr align;
+                        char buf[CMSG_SPACE(HANDOVER_FDS_PER_MESSAGE * sizeof(int))];
+                } control = {0};
+                int fds[HANDOVER_FDS_PER_MESSAGE];
+                size_t k = 0;
+                char byte = 'c';
+                struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+                struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control};
+                struct cmsghdr *cm;
+
+                for (; i < n && k < ELEMENTSOF(fds); i++)
+                        if (storable(clients[i]))
+                                fds[k++] = clients[i]->fd;
+                if (k == 0)
+                        break;
+                m.msg_controllen = CMSG_SPACE(k * sizeof(int));
+                cm = CMSG_FIRSTHDR(&m);
+                cm->cmsg_level = SOL_SOCKET;
+                cm->cmsg_type = SCM_RIGHTS;
+                cm->cmsg_len = CMSG_LEN(k * sizeof(int));
+                memcpy(CMSG_DATA(cm), fds, k * sizeof(int));
+                while ((r = (int)sendmsg(tx, &m, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+                        ;
+                if (r < 0)
+                        return -errno; /* ETOOMANYREFS: beyond RLIMIT_NOFILE in flight */
+                stored += k;
+        }
+        r = sd_pid_notify_with_fds(0, false, "FDSTORE=1\nFDNAME=" HANDOVER_CARRIER_NAME, pair, 2);
+        if (r <= 0)
+                return r ? r : -ENOTCONN;
+        *ret_stored = stored;
+        return 0;
+}
+
 int handover_store(Client **clients, size_t n)
 {
         unsigned room = handover_fdstore_max();
@@ -149,14 +267,12 @@ int handover_store(Client **clients, size_t n)
 
         uint64_t t0 = now_usec(CLOCK_MONOTONIC), t_fds;
 
-        if (room < 2)
+        if (room < 3) /* the state and the carrier's two ends */
                 return 0;
         r = buffer_printf(&b, "ipcd-handover %d\n", HANDOVER_VERSION);
         for (size_t i = 0; r >= 0 && i < n; i++)
-                if (storable(clients[i]) && stored + 1 < room) {
+                if (storable(clients[i]))
                         r = append_client(&b, clients[i]);
-                        stored++;
-                }
         if (r < 0) {
                 buffer_done(&b);
                 return log_error_errno(r, "Failed to write the sessions down, closing them: %m");
@@ -172,20 +288,11 @@ int handover_store(Client **clients, size_t n)
         if (r <= 0)
                 return log_error_errno(r ? r : -ENOTCONN,
                                        "Failed to store the sessions with systemd: %m");
-        /* The sockets, up to SCM_MAX_FD (253) a message, in the order of the
-         * state's lines (the inode tells them apart anyway). */
-        stored = 0;
-        for (size_t i = 0; i < n;) {
-                int fds[253];
-                size_t k = 0;
-
-                for (; i < n && k < ELEMENTSOF(fds); i++)
-                        if (storable(clients[i]) && stored + k + 1 < room)
-                                fds[k++] = clients[i]->fd;
-                if (k > 0 && sd_pid_notify_with_fds(0, false,
-                                                    "FDSTORE=1\nFDNAME=" HANDOVER_CLIENT_NAME,
-                                                    fds, (unsigned)k) > 0)
-                        stored += k;
+        r = store_carrier(clients, n, &stored);
+        if (r < 0) {
+                (void)sd_notify(false, "FDSTOREREMOVE=1\nFDNAME=" HANDOVER_STATE_NAME);
+                return log_error_errno(r, "Failed to store the client sockets with systemd, "
+                                          "closing them: %m");
         }
         t_fds = now_usec(CLOCK_MONOTONIC);
         r = sd_notify_barrier(0, HANDOVER_BARRIER_USEC);
@@ -302,7 +409,7 @@ static char *read_state(int fd)
         }
         data[off] = '\0';
         if (sscanf(data, "ipcd-handover %31s", version) != 1 ||
-            strcmp(version, "1") != 0) {
+            (strcmp(version, "1") != 0 && strcmp(version, "2") != 0)) {
                 log_error("The stored session state has version '%s', which this ipcd does not "
                           "know; closing the stored clients",
                           sscanf(data, "ipcd-handover %31s", version) == 1 ? version : "?");
@@ -381,6 +488,7 @@ int handover_restore(Server *s, HandoverFds *h)
         /* Out of the store first: a crash from here on must not restore
          * these again. */
         (void)sd_notify(false, "FDSTOREREMOVE=1\nFDNAME=" HANDOVER_STATE_NAME);
+        (void)sd_notify(false, "FDSTOREREMOVE=1\nFDNAME=" HANDOVER_CARRIER_NAME);
         (void)sd_notify(false, "FDSTOREREMOVE=1\nFDNAME=" HANDOVER_CLIENT_NAME);
         if (h->state_fd >= 0) {
                 state = read_state(h->state_fd);

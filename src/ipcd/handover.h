@@ -3,22 +3,25 @@
  *
  * On SIGTERM, when systemd keeps an fd store for ipcd ($FDSTORE, see
  * handover_fdstore_max()), the drain hands every quiet client over instead
- * of closing it: its socket goes into the store (FDNAME=ipcd-client),
- * and what cannot be read off the socket again goes into one memfd stored
- * before them (FDNAME=ipcd-handover): the client id, the socket's inode
- * (which tells the sockets apart: they all go as FDNAME=ipcd-client, up to
- * 253 in one message, so that systemd handles a few messages, not one per
- * client), transport, the role won by `auth`, its counters, its
- * subscriptions and its partial request line. A restart passes them to the next process beside the listeners; it
- * restores every client before it accepts anyone and before READY=1, and
- * removes them from the store (FDSTOREREMOVE=1), so that a crash later
- * never hands out a stale session. On a stop systemd closes the store:
- * the clients see their connection end after their answers.
+ * of closing it. Two fds go into the store: a memfd with what cannot be
+ * read off the sockets again (FDNAME=ipcd-handover): the client id, the
+ * socket's inode (which tells the sockets apart), transport, the role won
+ * by `auth`, its counters, its subscriptions and its partial request line;
+ * and the carrier (FDNAME=ipcd-clients), a socket pair with every client
+ * socket queued in one end (SCM_RIGHTS), so that systemd takes three fds,
+ * not one per client. A restart passes them to the next process
+ * beside the listeners; it restores every client before it accepts anyone
+ * and before READY=1, and removes them from the store (FDSTOREREMOVE=1), so
+ * that a crash later never hands out a stale session. On a stop systemd
+ * closes the store, and with the carrier the sockets in it: the clients see
+ * their connection end after their answers.
  *
  * The state is text, one client per line, after a version line
- * "ipcd-handover 1"; a process refuses a version it does not know, and
- * closes what came with it. Client sockets without a state line, and state
- * lines without a socket, are closed and logged, never guessed at.
+ * "ipcd-handover 2"; a process refuses a version it does not know, and
+ * closes what came with it. Version 1 (the same lines, each socket stored
+ * on its own as FDNAME=ipcd-client) is still read. Client sockets without
+ * a state line, and state lines without a socket, are closed and logged,
+ * never guessed at.
  *
  * Main thread only: handover_store() runs at the end of the drain, when no
  * client thread runs any more; handover_restore() before the first client
@@ -34,8 +37,10 @@
 struct Server;
 
 #define HANDOVER_STATE_NAME   "ipcd-handover"
-#define HANDOVER_CLIENT_NAME  "ipcd-client" /* every client socket; told apart by inode */
-#define HANDOVER_VERSION      1
+#define HANDOVER_CARRIER_NAME "ipcd-clients" /* the socket pair's end that holds them */
+#define HANDOVER_CLIENT_NAME  "ipcd-client"  /* version 1: one client socket each */
+#define HANDOVER_VERSION      2
+#define HANDOVER_FDS_PER_MESSAGE 253 /* SCM_MAX_FD */
 
 /* What systemd passed back from the store (server_open_listeners). */
 typedef struct HandoverFds {

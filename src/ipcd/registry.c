@@ -124,7 +124,8 @@ static void remove_locked(Registry *r, Client *c)
         r->n_clients--;
         peers_remove(&r->peers, &c->peer_key);
         client_counters(c, &r->retired); /* its last writer has ended */
-        pthread_cond_broadcast(&r->drained);
+        if (r->n_clients == 0)
+                pthread_cond_broadcast(&r->drained); /* registry_drain() */
 }
 
 /* List c and start its reader, under the lock: -errno (c unlisted again) if
@@ -142,6 +143,7 @@ static int list_and_start_locked(Registry *r, Client *c, const pthread_attr_t *a
         r->n_clients++;
         c->n_threads = 1; /* the reader; it starts the sender when needed */
         c->reader_running = true;
+        r->n_readers++;
         /* Client threads never take signals (the main loop does), but for
          * the reader's wake-up signal, which it unblocks. */
         sigfillset(&all);
@@ -152,6 +154,7 @@ static int list_and_start_locked(Registry *r, Client *c, const pthread_attr_t *a
                 client_unref(c); /* the reader's reference */
                 c->n_threads = 0;
                 c->reader_running = false;
+                r->n_readers--;
                 remove_locked(r, c);
                 return -k;
         }
@@ -211,7 +214,8 @@ bool registry_thread_ended(Registry *r, Client *c)
         pthread_mutex_lock(&r->lock);
         if (c->reader_running && pthread_equal(c->reader, pthread_self())) {
                 c->reader_running = false;
-                pthread_cond_broadcast(&r->drained); /* registry_wait_readers() */
+                if (--r->n_readers == 0)
+                        pthread_cond_broadcast(&r->drained); /* registry_wait_readers() */
         }
         last = --c->n_threads == 0;
         pthread_mutex_unlock(&r->lock);
@@ -271,10 +275,7 @@ static bool all_gone_locked(Registry *r)
 
 static bool no_reader_runs_locked(Registry *r)
 {
-        for (Client *c = r->clients; c; c = c->next)
-                if (c->reader_running)
-                        return false;
-        return true;
+        return r->n_readers == 0;
 }
 
 /*

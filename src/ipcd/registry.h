@@ -7,7 +7,7 @@
  * more than one client. It guards, and nothing outside registry.c touches:
  *
  *   - the client list (`clients`, each Client's `prev`/`next`), `n_clients`,
- *     `next_id`, the per-peer counts (`peers`) and `retired`, the counters
+ *     `n_readers`, `next_id`, the per-peer counts (`peers`) and `retired`, the counters
  *     of the clients that have gone;
  *   - each Client's `n_threads`, `reader` and `reader_running`: a Client is
  *     listed while one of its threads runs, so a Client found in the list
@@ -44,9 +44,10 @@ typedef enum Refusal {
 
 typedef struct Registry {
         pthread_mutex_t lock;
-        pthread_cond_t drained; /* broadcast when a client leaves the list */
+        pthread_cond_t drained; /* broadcast when n_clients or n_readers reaches 0 */
         Client *clients;
         unsigned n_clients;
+        unsigned n_readers; /* clients whose reader_running is set */
         uint64_t next_id;
         PeerTable peers;
         ClientCounters retired;

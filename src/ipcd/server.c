@@ -416,7 +416,7 @@ static int server_drain(Server *s, bool restartable)
                 listener_close(&s->listeners[i]);
 
         until = now_usec(CLOCK_MONOTONIC) + (uint64_t)config->drain_timeout_sec * USEC_PER_SEC;
-        if (restartable && handover_fdstore_max() > 1) {
+        if (restartable && handover_fdstore_max() > 2) {
                 atomic_store(&s->handing_over, true);
                 left = server_hand_over(s, until);
         } else {

@@ -482,8 +482,9 @@ def test_restart_keeps_socket():
 # ("restart" when systemctl restart is about to run, "check" after it),
 # and "done" at the end. Prints JSON: what each client saw.
 SESSIONS = r"""
-import json, os, socket, sys, threading, time
+import json, os, resource, socket, sys, threading, time
 path, n, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, n + 100))
 
 def frame(s, buf):
     while b"\n" not in buf[0]:
@@ -634,7 +635,14 @@ def test_restart_keeps_sessions():
     write_file("/etc/ipcd/session.token", "st-5c1e-session-token\n")
     C.ok(["chown", "ipcd:ipcd", "/etc/ipcd/session.token"])
     C.ok(["chmod", "0600", "/etc/ipcd/session.token"])
-    write_file(CONF, "[Token session]\nSecretFile=/etc/ipcd/session.token\nRole=user\n")
+    conf = "[Token session]\nSecretFile=/etc/ipcd/session.token\nRole=user\n"
+    dropin = "/run/systemd/system/ipcd.service.d/sessions.conf"
+    if SESSION_CLIENTS > 1000:  # measuring more clients than the unit is sized for
+        conf += "[Daemon]\nMaxClients=%d\nMaxClientsPerUID=%d\n" % ((SESSION_CLIENTS + 100,) * 2)
+        write_file(dropin, "[Service]\nLimitNOFILE=%d\nTasksMax=%d\n"
+                   % (2 * SESSION_CLIENTS + 200, 2 * SESSION_CLIENTS + 200))
+        C.ok(["systemctl", "daemon-reload"])
+    write_file(CONF, conf)
     stop_service()
     pong()
     proc = C.popen(["/usr/bin/python3", "-c", SESSIONS, SOCKET, str(SESSION_CLIENTS),
@@ -661,6 +669,9 @@ def test_restart_keeps_sessions():
             proc.kill()
             proc.wait()
         C.run(["rm", "-rf", "/etc/ipcd"])
+        if SESSION_CLIENTS > 1000:
+            C.run(["rm", "-f", dropin])
+            C.run(["systemctl", "daemon-reload"])
     if not out.strip():
         fail("no result: %s\n%s" % (err, "\n".join(journal().splitlines()[-60:])))
     r = json.loads(out.strip().splitlines()[-1])
