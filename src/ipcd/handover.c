@@ -481,7 +481,7 @@ int handover_restore(Server *s, HandoverFds *h)
         size_t n = 0, failed = 0, running = 0;
         char *state = NULL, *line, *save = NULL;
 
-        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC), t_read;
 
         if (h->state_fd < 0 && h->n_clients == 0)
                 return 0;
@@ -534,6 +534,7 @@ int handover_restore(Server *s, HandoverFds *h)
                 }
         free(h->clients);
         *h = HANDOVER_FDS_INIT;
+        t_read = now_usec(CLOCK_MONOTONIC);
 
         /* Every subscription is back before any reader runs, so that no
          * event published meanwhile misses a restored subscriber. */
@@ -551,8 +552,10 @@ int handover_restore(Server *s, HandoverFds *h)
         }
         free(restored);
         if (running > 0 || failed > 0)
-                log_info("Restored %zu client session(s) from the previous process in %.1f ms%s",
+                log_info("Restored %zu client session(s) from the previous process in %.1f ms "
+                         "(%.1f ms to read them back, %.1f ms to start their threads)%s",
                          running, (now_usec(CLOCK_MONOTONIC) - t0) / 1000.0,
+                         (t_read - t0) / 1000.0, (now_usec(CLOCK_MONOTONIC) - t_read) / 1000.0,
                          failed ? "; see above for those that were not" : "");
         return (int)running;
 }

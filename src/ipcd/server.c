@@ -382,7 +382,7 @@ static unsigned server_hand_over(Server *s, uint64_t until)
         size_t n;
         unsigned left;
 
-        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC), t_readers;
 
         n = registry_ref_all(&s->registry, &held);
         (void)registry_stop_reading(&s->registry);
@@ -392,12 +392,12 @@ static unsigned server_hand_over(Server *s, uint64_t until)
         if (!registry_wait_readers(&s->registry, until, DRAIN_KICK_USEC))
                 log_warning("DrainTimeoutSec= passed with readers still running; their clients "
                             "are closed");
-        log_debug("Every reader stopped after %.1f ms",
-                  (now_usec(CLOCK_MONOTONIC) - t0) / 1000.0);
+        t_readers = now_usec(CLOCK_MONOTONIC);
         for (size_t i = 0; i < n; i++)
                 outbox_close(&held[i]->outbox);
         left = registry_drain(&s->registry, until, DRAIN_KICK_USEC);
-        log_debug("Every sender done after %.1f ms", (now_usec(CLOCK_MONOTONIC) - t0) / 1000.0);
+        log_info("Every reader stopped after %.1f ms, every sender %.1f ms later",
+                 (t_readers - t0) / 1000.0, (now_usec(CLOCK_MONOTONIC) - t_readers) / 1000.0);
         (void)handover_store(held, n);
         for (size_t i = 0; i < n; i++)
                 client_unref(held[i]);
