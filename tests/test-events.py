@@ -136,6 +136,47 @@ def test_publish_reaches_subscribers():
             c.close()
 
 
+def tasks(pid):
+    return set(int(t) for t in os.listdir("/proc/%d/task" % pid))
+
+
+def voluntary_switches(pid, tid):
+    with open("/proc/%d/task/%d/status" % (pid, tid)) as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    fail("no voluntary_ctxt_switches for task %d" % tid)
+
+
+def test_subscriber_reader_sleeps_through_deliveries():
+    """A subscriber's reader thread is not woken by the events it is sent:
+    a thread blocked in read() on a Unix socket is woken whenever the peer
+    takes data (unix_write_space), once per event read; the reader waits
+    in poll() for input only. 1,000 events, each read as it comes, may cost
+    the reader a handful of wake-ups, not one each."""
+    with Daemon() as d:
+        before = tasks(d.pid)
+        sub = d.connect()
+        ok(sub, "ping", "pong")
+        reader = tasks(d.pid) - before
+        check(len(reader) == 1, "the subscriber's reader thread: %s" % reader)
+        reader = reader.pop()
+        ok(sub, "subscribe tick", "1")
+        pub = d.connect()
+        start = voluntary_switches(d.pid, reader)
+        for i in range(1000):
+            ok(pub, "publish tick %d" % i, "1")
+            f = sub.read_frame()
+            check(f.kind == "EVENT" and f.payload == str(i).encode(), "event %d: %r" % (i, f))
+        woken = voluntary_switches(d.pid, reader) - start
+        check(woken < 50, "the subscriber's reader slept and woke %d times over 1000 "
+              "deliveries" % woken)
+        print("# subscriber's reader: %d voluntary context switches over 1000 deliveries"
+              % woken)
+        sub.close()
+        pub.close()
+
+
 def test_roles_and_topics():
     with Daemon(tcp=True) as d:
         t = d.connect_tcp()
@@ -513,6 +554,7 @@ if __name__ == "__main__":
         test_subscribe_unsubscribe_counts,
         test_subscribe_answer_precedes_its_events,
         test_publish_reaches_subscribers,
+        test_subscriber_reader_sleeps_through_deliveries,
         test_roles_and_topics,
         test_clients_shows_topics,
         test_fanout_100_subscribers_1000_events,

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/sockios.h>
 #include <poll.h>
 #include <signal.h>
@@ -197,6 +198,26 @@ static ReadEnd reader_timed_out(Client *c)
         return READ_ON; /* the deadline moved (a reload): arm again */
 }
 
+/*
+ * A subscriber's reader waits in poll() for POLLIN rather than in read():
+ * a thread blocked in read() on a Unix stream socket is woken each time
+ * the peer takes data we sent (unix_write_space() wakes every sleeper on
+ * the socket), which for a subscriber is every event it reads, and goes
+ * back to sleep: a context switch pair per delivery, on our CPU and an
+ * interrupt on the client's. poll() waits only for what it asked. 1 when
+ * readable (or closed, or broken), 0 at the SO_RCVTIMEO deadline, -1 with
+ * errno (EINTR: kicked).
+ */
+static int reader_wait_readable(Client *c)
+{
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        int timeout = c->rcvtimeo_usec == 0
+                              ? -1
+                              : (int)MIN((c->rcvtimeo_usec + 999) / 1000, (uint64_t)INT_MAX);
+
+        return poll(&p, 1, timeout);
+}
+
 /* One read() into c->in: the bytes read (> 0), or how reading ends. */
 static ssize_t reader_read(Client *c, bool *stopping, ReadEnd *end)
 {
@@ -229,8 +250,17 @@ static ssize_t reader_read(Client *c, bool *stopping, ReadEnd *end)
                 n = recv(c->fd, c->in.data + c->in.len,
                          MIN(c->in.cap - c->in.len, c->stop_budget), MSG_DONTWAIT);
         else {
+                int k = 1;
+
                 reader_arm_timeout(c, now_usec(CLOCK_MONOTONIC));
-                n = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len);
+                if (c->n_subs > 0)
+                        k = reader_wait_readable(c);
+                if (k == 0)
+                        errno = EAGAIN, n = -1; /* as read() at SO_RCVTIMEO */
+                else if (k < 0)
+                        n = -1;
+                else
+                        n = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len);
         }
         if (n > 0) {
                 if (*stopping)
