@@ -364,6 +364,7 @@ void *client_sender_thread(void *userdata)
         Client *c = userdata;
         int r;
 
+        (void)pthread_setname_np(pthread_self(), "ipcd-sender");
         r = outbox_send_all(&c->outbox);
         if (r < 0)
                 write_failed(c, -r);

@@ -347,6 +347,7 @@ void *client_reader_thread(void *userdata)
         ReadEnd end = READ_ON;
         sigset_t wake;
 
+        (void)pthread_setname_np(pthread_self(), "ipcd-reader"); /* ps -L, top -H */
         sigemptyset(&wake);
         sigaddset(&wake, CLIENT_WAKE_SIGNAL);
         pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
