@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,9 @@
 #include "listener.h"
 #include "log.h"
 #include "server.h"
+
+#define TRIM_THRESHOLD (8 << 20)
+#define TOP_PAD (256 << 10)
 
 /* Exit statuses (ipcd(8)): 1 for any failure, 2 for a bad command line. */
 #define EXIT_USAGE 2
@@ -295,6 +299,17 @@ static int run(int argc, char *argv[])
 
         /* A client that goes away must cost an EPIPE, not the process. */
         signal(SIGPIPE, SIG_IGN);
+
+        /* Fan-out allocates and frees a run of events per subscriber per
+         * publishing batch (outbox.c). Once 1,000 subscribers had come and
+         * gone, glibc's default trim threshold (128 KiB) made every batch's
+         * frees shrink a heap and the next batch fault it back in: 45,000
+         * page faults a second, and 100 subscribers served at 2.1M
+         * deliveries/s instead of 5.2M. Free memory at the top of a heap is
+         * kept up to TRIM_THRESHOLD; the tick gives back what is left over
+         * every few seconds (server.c). Before any thread starts. */
+        (void)mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        (void)mallopt(M_TOP_PAD, TOP_PAD);
 
         /* The server owns the Config from here on, even if it fails. */
         r = server_init(&server, TAKE_PTR(config), &arg_overrides);

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -366,6 +367,9 @@ static void server_accept(Server *s, Listener *l, uint64_t *paused_until)
         }
 }
 
+/* How often the tick returns the heaps' free memory to the system. */
+#define TRIM_EVERY_USEC (10 * USEC_PER_SEC)
+
 /* How often the drain re-kicks readers that have not noticed the stop yet. */
 #define DRAIN_KICK_USEC (20 * 1000)
 
@@ -478,6 +482,7 @@ int server_reload(Server *s, Buffer *errors)
 static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since)
 {
         static RateLimit wedged_rl = RATELIMIT_INIT(10 * USEC_PER_SEC, 1);
+        static RateLimit trim_rl = RATELIMIT_INIT(TRIM_EVERY_USEC, 1);
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         unsigned exit_idle_sec;
         ClientCounters k;
@@ -492,6 +497,10 @@ static bool server_tick(Server *s, bool watchdog, uint64_t *idle_since)
         }
         if (watchdog)
                 notify_watchdog();
+        /* What the heaps keep free (main.c, M_TRIM_THRESHOLD) goes back to
+         * the system now and then, not after every burst of frees. */
+        if (ratelimit_below(&trim_rl))
+                (void)malloc_trim(0);
         registry_counters(&s->registry, &k);
         notify_serving(n_clients, k.commands_ok + k.commands_failed);
 
