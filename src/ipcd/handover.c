@@ -80,9 +80,11 @@ static int take_carrier(HandoverFds *h, int carrier)
                 if (k < 0 && errno == EINTR)
                         continue;
                 if (k <= 0) {
+                        /* Not fatal: the sessions read so far are restored,
+                         * the rest are lost, the daemon starts. */
                         if (k < 0 && errno != EAGAIN)
-                                r = log_error_errno(-errno, "Failed to read the stored client "
-                                                            "sockets: %m");
+                                log_error_errno(-errno, "Failed to read the stored client "
+                                                        "sockets, the rest are closed: %m");
                         break;
                 }
                 if (m.msg_flags & MSG_CTRUNC)
