@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -477,6 +478,47 @@ static int restore_one(Server *s, int fd, const Saved *v, Client **ret)
         return 0;
 }
 
+/* Whether a client sent something while the daemon restarted: it waits for
+ * an answer. */
+static bool restored_waits(const Client *c)
+{
+        int avail = 0;
+
+        return ioctl(c->fd, FIONREAD, &avail) == 0 && avail > 0;
+}
+
+/*
+ * Start the readers of the restored clients (taking over their references):
+ * first those that sent something while the daemon restarted, since they
+ * wait for an answer, then the rest. Each pass goes backwards: the registry
+ * lists its newest client first and the state was saved in that order, so
+ * the list keeps its order across restarts. The number started.
+ */
+static size_t start_restored(Server *s, Client **restored, size_t n, size_t *failed)
+{
+        size_t running = 0;
+
+        for (int pass = 0; pass < 2; pass++)
+                for (size_t i = n; i-- > 0;) {
+                        Client *c = restored[i];
+
+                        if (!c || (pass == 0 && !restored_waits(c)))
+                                continue;
+                        if (registry_restore(&s->registry, c, &s->thread_attr,
+                                             client_reader_thread) < 0) {
+                                log_warning("Failed to start a reader for restored client "
+                                            "%" PRIu64 ", closing it",
+                                            c->id);
+                                events_client_gone(c);
+                                (*failed)++;
+                        } else
+                                running++;
+                        client_unref(c);
+                        restored[i] = NULL;
+                }
+        return running;
+}
+
 int handover_restore(Server *s, HandoverFds *h)
 {
         Client **restored = NULL;
@@ -540,18 +582,7 @@ int handover_restore(Server *s, HandoverFds *h)
 
         /* Every subscription is back before any reader runs, so that no
          * event published meanwhile misses a restored subscriber. */
-        for (size_t i = 0; i < n; i++) {
-                if (registry_restore(&s->registry, restored[i], &s->thread_attr,
-                                     client_reader_thread) < 0) {
-                        log_warning("Failed to start a reader for restored client %" PRIu64
-                                    ", closing it",
-                                    restored[i]->id);
-                        events_client_gone(restored[i]);
-                        failed++;
-                } else
-                        running++;
-                client_unref(restored[i]);
-        }
+        running = start_restored(s, restored, n, &failed);
         free(restored);
         if (running > 0 || failed > 0)
                 log_info("Restored %zu client session(s) from the previous process in %.1f ms "

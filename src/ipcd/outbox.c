@@ -461,6 +461,8 @@ static void release(Outbox *q)
 {
         pthread_mutex_lock(&q->lock);
         q->writing = false;
+        if (q->closed && !q->head)
+                pthread_cond_broadcast(&q->can_queue); /* outbox_wait_drained() */
         pthread_mutex_unlock(&q->lock);
 }
 
@@ -599,6 +601,46 @@ void outbox_close(Outbox *q)
         q->closed = true;
         pthread_cond_signal(&q->can_send);
         pthread_mutex_unlock(&q->lock);
+}
+
+bool outbox_close_quietly(Outbox *q)
+{
+        bool idle;
+
+        pthread_mutex_lock(&q->lock);
+        q->closed = true;
+        idle = q->dead || (!q->head && !q->writing);
+        if (!idle)
+                pthread_cond_signal(&q->can_send);
+        pthread_mutex_unlock(&q->lock);
+        return idle;
+}
+
+/* How long outbox_wait_drained() sleeps at most before it looks again. */
+#define DRAINED_POLL_USEC (10 * 1000)
+
+int outbox_wait_drained(Outbox *q, uint64_t until)
+{
+        int r;
+
+        pthread_mutex_lock(&q->lock);
+        for (;;) {
+                uint64_t now = now_usec(CLOCK_MONOTONIC);
+                struct timespec ts;
+
+                if (q->dead || (!q->head && !q->writing)) {
+                        r = 0;
+                        break;
+                }
+                if (now >= until) {
+                        r = -ETIMEDOUT;
+                        break;
+                }
+                ts = usec_to_timespec(MIN(until, now + DRAINED_POLL_USEC));
+                (void)pthread_cond_timedwait(&q->can_queue, &q->lock, &ts);
+        }
+        pthread_mutex_unlock(&q->lock);
+        return r;
 }
 
 void outbox_kill(Outbox *q)

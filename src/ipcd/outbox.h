@@ -116,6 +116,17 @@ bool outbox_is_drained(Outbox *q);
 /* No more frames will be pushed; the sender drains and ends. */
 void outbox_close(Outbox *q);
 /*
+ * The same for the handover (no reader runs any more, nothing more can come):
+ * true if there is nothing left to write, in which case the sender, asleep,
+ * is not woken (the process ends under it: a wake-up and a thread exit fewer
+ * per subscriber); false if it was woken to write what is left.
+ */
+bool outbox_close_quietly(Outbox *q);
+/* After outbox_close_quietly() returned false: wait until everything is
+ * written (or the outbox is dead): 0, or -ETIMEDOUT at `until`
+ * (CLOCK_MONOTONIC µs). */
+int outbox_wait_drained(Outbox *q, uint64_t until);
+/*
  * End the queue early: what is queued but not taken by a writer is
  * dropped, `last` (a whole frame, taken over) goes out after what is being
  * written now, and the outbox is closed. -EPIPE if already dead or closed

@@ -337,6 +337,11 @@ static void reader_hand_over(Client *c)
                 atomic_store(&c->handed_over, true);
         client_thread_done(c);
         client_unref(c);
+        /* The process ends in a moment; a thread that exits first costs the
+         * return of its stack (madvise, a TLB flush on every CPU), 1,000
+         * times over while every reader stops at once. Wait for the end. */
+        for (;;)
+                pause();
 }
 
 void *client_reader_thread(void *userdata)

@@ -371,7 +371,7 @@ static void server_accept(Server *s, Listener *l, uint64_t *paused_until)
 #define TRIM_EVERY_USEC (10 * USEC_PER_SEC)
 
 /* How often the drain re-kicks readers that have not noticed the stop yet. */
-#define DRAIN_KICK_USEC (20 * 1000)
+#define DRAIN_KICK_USEC (2 * 1000)
 
 /*
  * The drain of a restart: readers stop at a request boundary with their
@@ -384,7 +384,7 @@ static unsigned server_hand_over(Server *s, uint64_t until)
 {
         Client **held = NULL;
         size_t n;
-        unsigned left;
+        unsigned left = 0;
 
         uint64_t t0 = now_usec(CLOCK_MONOTONIC), t_readers;
 
@@ -393,15 +393,30 @@ static unsigned server_hand_over(Server *s, uint64_t until)
         log_info("Stopping for a restart: answering what %zu client(s) already sent, then "
                  "keeping their sessions in systemd's fd store",
                  n);
-        if (!registry_wait_readers(&s->registry, until, DRAIN_KICK_USEC))
+        if (!registry_wait_readers(&s->registry, until, DRAIN_KICK_USEC)) {
                 log_warning("DrainTimeoutSec= passed with readers still running; their clients "
                             "are closed");
-        t_readers = now_usec(CLOCK_MONOTONIC);
-        for (size_t i = 0; i < n; i++)
-                outbox_close(&held[i]->outbox);
-        left = registry_drain(&s->registry, until, DRAIN_KICK_USEC);
-        log_info("Every reader stopped after %.1f ms, every sender %.1f ms later",
-                 (t_readers - t0) / 1000.0, (now_usec(CLOCK_MONOTONIC) - t_readers) / 1000.0);
+                for (size_t i = 0; i < n; i++)
+                        outbox_close(&held[i]->outbox);
+                left = registry_drain(&s->registry, until, DRAIN_KICK_USEC);
+        } else {
+                /* Nothing more can be queued. A sender with nothing left to
+                 * write is not woken: it sleeps until the process ends. The
+                 * others write what is left, and we wait for that, not for
+                 * their threads to end. */
+                t_readers = now_usec(CLOCK_MONOTONIC);
+                for (size_t i = 0; i < n; i++)
+                        (void)outbox_close_quietly(&held[i]->outbox);
+                for (size_t i = 0; i < n; i++)
+                        if (outbox_wait_drained(&held[i]->outbox, until) < 0) {
+                                client_abort(held[i]); /* not kept: see handover_store() */
+                                left++;
+                        }
+                log_info("Every reader stopped after %.1f ms, every answer owed was written "
+                         "%.1f ms later",
+                         (t_readers - t0) / 1000.0,
+                         (now_usec(CLOCK_MONOTONIC) - t_readers) / 1000.0);
+        }
         (void)handover_store(held, n);
         for (size_t i = 0; i < n; i++)
                 client_unref(held[i]);
