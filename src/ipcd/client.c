@@ -17,6 +17,7 @@
 #include "client.h"
 #include "events.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 
 const char *transport_to_string(Transport t)
@@ -92,6 +93,7 @@ void client_unref(Client *c)
         free(c->groups);
         for (unsigned i = 0; i < c->n_commands_used; i++)
                 free(c->commands_used[i]);
+        metrics_free(&c->metrics);
         free(c->subs); /* empty: events_client_gone() ran */
         free(c->fanout); /* empty: the reader delivered before it ended */
         free(c);

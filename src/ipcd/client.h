@@ -66,6 +66,13 @@ struct Topic;
 
 /* What every request bumps: per client, so that clients share no cache
  * line; `stats` sums them (registry_counters). */
+/* Per-command counters of one client (metrics.c); entries made on first use. */
+#define CLIENT_METRICS_SLOTS 8
+typedef struct ClientMetrics {
+        atomic_uint n; /* entries in use; each is complete before n counts it */
+        struct MetricsEntry *e[CLIENT_METRICS_SLOTS];
+} ClientMetrics;
+
 typedef struct ClientCounters {
         uint64_t commands_ok, commands_failed, bytes_in, bytes_out;
 } ClientCounters;
@@ -102,6 +109,11 @@ typedef struct Client {
         /* Counters (ClientCounters): the reader alone writes these; the
          * outbox counts the bytes out. Anyone may read them. */
         atomic_uint_fast64_t n_ok, n_failed, n_bytes_in;
+        /* Its requests per command for `metrics` (metrics.c): the reader
+         * alone writes them, so that no request bumps a cache line that
+         * other clients bump too; `metrics` adds them up under the registry
+         * lock, and they join the server-wide table when it is removed. */
+        ClientMetrics metrics;
         PeerKey peer_key;           /* what MaxClientsPerUID=/PerAddress= count */
         bool admin_slot;            /* admitted into the admin reserve */
 
@@ -119,6 +131,7 @@ typedef struct Client {
         Role auth_role; /* raised by auth */
         unsigned auth_failures;
         uint64_t line_since_usec; /* a partial request line waits since (monotonic), or 0 */
+        uint64_t request_start_usec; /* the end of the last request of this batch (monotonic) */
         uint64_t rcvtimeo_usec;   /* SO_RCVTIMEO as set now */
         size_t stop_budget;       /* after stop_requested: bytes still to read */
         unsigned n_refusals_logged;

@@ -2,17 +2,24 @@
  * metrics.c - per-command counts and latency histograms, and the `metrics`
  * exposition; see metrics.h.
  *
- * Threads and locks: metrics_slot() and metrics_record_slot() run on any
- * reader thread (command_dispatch()); metrics_format() on the reader of
- * the client that asked, taking the registry lock (Server.lock) only to
- * count the clients. Its own lock, metrics_lock, is a leaf: it guards the
- * creation of slots and nothing is taken inside it.
+ * Threads and locks: metrics_slot() runs on any reader thread
+ * (command_dispatch()); metrics_record() on a client's reader, into that
+ * client's own entries (struct MetricsEntry: one writer, so a count is a
+ * plain load and store, and no request touches a cache line that another
+ * client's requests touch too); metrics_fold() under the registry lock when
+ * a client is removed; metrics_format() on the reader of the client that
+ * asked, which adds up the table and every listed client's entries in one
+ * hold of the registry lock, so that a client leaving meanwhile is counted
+ * exactly once and no counter ever goes back. Its own lock, metrics_lock,
+ * is a leaf: it guards the creation of slots and nothing is taken inside it.
  *
  * The per-command table is global (one daemon per process). A slot's name
  * is written once, under `metrics_lock`, before n_table publishes it
- * (release); after that the slot's counters are atomics that any reader
- * thread bumps without a lock, so the per-request path takes no lock (a
- * built-in command's slot is looked up once, see commands.c). The names
+ * (release); after that the slot's counters are atomics (folds, and the
+ * overflow of a client that used more than CLIENT_METRICS_SLOTS commands).
+ * A request's duration runs from the end of the one before it in the same
+ * read batch (or the batch's start) to its end: one clock read per request.
+ * The names
  * are those of the built-in and configured commands, never what a
  * client typed: an unknown name counts as "unknown", so a client cannot
  * grow the table (and a scraper's series) at will. A command removed by a
@@ -23,6 +30,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -72,19 +80,92 @@ int metrics_slot(const char *name)
         return slot;
 }
 
+static size_t bucket_of(uint64_t usec)
+{
+        size_t b = 0;
+
+        while (b < ELEMENTSOF(bucket_le) && (double)usec > bucket_le[b] * 1e6)
+                b++;
+        return b;
+}
+
 void metrics_record_slot(int slot, bool ok, uint64_t usec)
 {
         CommandMetrics *m;
-        size_t b = 0;
 
         if (slot < 0)
                 return;
         m = &table[slot];
-        while (b < ELEMENTSOF(bucket_le) && (double)usec > bucket_le[b] * 1e6)
-                b++;
         atomic_fetch_add_explicit(ok ? &m->ok : &m->failed, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&m->bucket[b], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->bucket[bucket_of(usec)], 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&m->sum_usec, usec, memory_order_relaxed);
+}
+
+/* One client's counters of one command: one writer (the client's reader),
+ * so a count is a load and a store, not a locked add. */
+struct MetricsEntry {
+        int slot;
+        atomic_uint_fast64_t ok, failed;
+        atomic_uint_fast64_t bucket[N_BUCKETS];
+        atomic_uint_fast64_t sum_usec;
+};
+
+static void bump(atomic_uint_fast64_t *v, uint64_t by)
+{
+        atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + by,
+                              memory_order_relaxed);
+}
+
+void metrics_record(ClientMetrics *m, int slot, bool ok, uint64_t usec)
+{
+        unsigned n = atomic_load_explicit(&m->n, memory_order_relaxed);
+        struct MetricsEntry *e = NULL;
+
+        if (slot < 0)
+                return;
+        for (unsigned i = 0; i < n && !e; i++)
+                if (m->e[i]->slot == slot)
+                        e = m->e[i];
+        if (!e) {
+                if (n == CLIENT_METRICS_SLOTS || !(e = calloc(1, sizeof(*e)))) {
+                        metrics_record_slot(slot, ok, usec);
+                        return;
+                }
+                e->slot = slot;
+                m->e[n] = e;
+                atomic_store_explicit(&m->n, n + 1, memory_order_release);
+        }
+        bump(ok ? &e->ok : &e->failed, 1);
+        bump(&e->bucket[bucket_of(usec)], 1);
+        bump(&e->sum_usec, usec);
+}
+
+void metrics_fold(ClientMetrics *m)
+{
+        unsigned n = atomic_load_explicit(&m->n, memory_order_acquire);
+
+        for (unsigned i = 0; i < n; i++) {
+                const struct MetricsEntry *e = m->e[i];
+                CommandMetrics *t = &table[e->slot];
+
+#define FOLD(f) atomic_fetch_add_explicit(&t->f, atomic_load_explicit(&e->f, memory_order_relaxed), \
+                                          memory_order_relaxed)
+                FOLD(ok);
+                FOLD(failed);
+                FOLD(sum_usec);
+                for (size_t k = 0; k < N_BUCKETS; k++)
+                        FOLD(bucket[k]);
+#undef FOLD
+        }
+}
+
+void metrics_free(ClientMetrics *m)
+{
+        unsigned n = atomic_load_explicit(&m->n, memory_order_acquire);
+
+        for (unsigned i = 0; i < n; i++)
+                free(m->e[i]);
+        atomic_store_explicit(&m->n, 0, memory_order_relaxed);
 }
 
 static int family(Buffer *b, const char *name, const char *type, const char *help)
@@ -248,18 +329,59 @@ static int format_commands(const CommandSnapshot *copy, size_t n, Buffer *b)
         return r;
 }
 
+/* metrics_format()'s walk over the clients, under the registry lock. */
+typedef struct Totals {
+        CommandSnapshot *copy;
+        size_t n;
+        bool taken, failed;
+} Totals;
+
+static int add_client(Client *c, void *userdata)
+{
+        Totals *t = userdata;
+        unsigned n;
+
+        /* The table in the same hold of the lock as the clients: a client
+         * removed meanwhile is counted once, in one or the other. */
+        if (!t->taken) {
+                t->taken = true;
+                t->copy = metrics_snapshot(&t->n);
+                if (!t->copy) {
+                        t->failed = true;
+                        return -ENOMEM;
+                }
+        }
+        n = atomic_load_explicit(&c->metrics.n, memory_order_acquire);
+        for (unsigned i = 0; i < n; i++) {
+                const struct MetricsEntry *e = c->metrics.e[i];
+                CommandSnapshot *d;
+
+                if ((size_t)e->slot >= t->n)
+                        continue; /* made after the snapshot: counted next time */
+                d = &t->copy[e->slot];
+                d->ok += atomic_load_explicit(&e->ok, memory_order_relaxed);
+                d->failed += atomic_load_explicit(&e->failed, memory_order_relaxed);
+                d->sum_usec += atomic_load_explicit(&e->sum_usec, memory_order_relaxed);
+                for (size_t k = 0; k < N_BUCKETS; k++)
+                        d->bucket[k] += atomic_load_explicit(&e->bucket[k], memory_order_relaxed);
+        }
+        return 0;
+}
+
 int metrics_format(Server *s, Buffer *b)
 {
-        _cleanup_free_ CommandSnapshot *copy = NULL;
-        size_t n = 0;
+        Totals t = {};
         int r;
 
         r = format_server(s, b);
         if (r >= 0) {
-                copy = metrics_snapshot(&n);
-                if (!copy)
+                (void)registry_foreach(&s->registry, add_client, &t);
+                if (!t.taken) /* no client listed (not even the one asking) */
+                        t.copy = metrics_snapshot(&t.n);
+                if (!t.copy)
                         return -ENOMEM;
-                r = format_commands(copy, n, b);
+                r = format_commands(t.copy, t.n, b);
+                free(t.copy);
         }
         return r < 0 ? -ENOMEM : 0;
 }

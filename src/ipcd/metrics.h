@@ -17,8 +17,18 @@
  * does not exist: "unknown"), made on first use; -1 if the table is full.
  * Any thread. */
 int metrics_slot(const char *name);
-/* Count one run that took `usec`: lock-free. Any thread. */
+/* Count one run that took `usec` in the server-wide table: lock-free, but
+ * a shared cache line. Any thread. */
 void metrics_record_slot(int slot, bool ok, uint64_t usec);
+/* The same in the client's own counters, without a locked instruction
+ * (the table when it has used CLIENT_METRICS_SLOTS commands already). The
+ * client's reader thread only. */
+void metrics_record(ClientMetrics *m, int slot, bool ok, uint64_t usec);
+/* The client is being removed, under the registry lock: its counters join
+ * the table, in the same step that takes it off the list `metrics` adds up. */
+void metrics_fold(ClientMetrics *m);
+/* Free a client's entries (after metrics_fold, or unlisted). */
+void metrics_free(ClientMetrics *m);
 
 /* Append the whole exposition; -ENOMEM or 0. Any thread. */
 int metrics_format(Server *s, Buffer *b);

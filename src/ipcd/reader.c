@@ -292,6 +292,7 @@ static void reader_batch(Client *c, size_t *scan, uint64_t now)
         size_t start = 0;
         bool completed = false;
 
+        c->request_start_usec = now; /* command_dispatch() times from here */
         for (;;) {
                 char *lf = memchr(c->in.data + *scan, '\n', c->in.len - *scan);
                 if (!lf)
@@ -306,6 +307,8 @@ static void reader_batch(Client *c, size_t *scan, uint64_t now)
                         c->closing = true;
                         break;
                 }
+                if (c->out.len == 0) /* it flushed and may have waited: not the next one's time */
+                        c->request_start_usec = now_usec(CLOCK_MONOTONIC);
         }
         /* A partial line that can no longer fit (allowing for a CR). */
         if (!c->closing && c->in.len - start > c->config->max_line_bytes + 1)

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "registry.h"
 #include "time-util.h"
 
@@ -124,6 +125,7 @@ static void remove_locked(Registry *r, Client *c)
         r->n_clients--;
         peers_remove(&r->peers, &c->peer_key);
         client_counters(c, &r->retired); /* its last writer has ended */
+        metrics_fold(&c->metrics);           /* in the same step as leaving the list */
         if (r->n_clients == 0)
                 pthread_cond_broadcast(&r->drained); /* registry_drain() */
 }
