@@ -549,14 +549,15 @@ void events_monitor(Client *c, const ProtoRequest *req, const char *result,
                     uint64_t duration_usec)
 {
         EventIndex *x = &c->server->events;
-        uint64_t h = topic_hash(EVENTS_MONITOR, strlen(EVENTS_MONITOR));
+        uint64_t h;
         Buffer payload = BUFFER_INIT, frame = BUFFER_INIT;
         SharedFrame *f = NULL;
         Topic *t;
         int r;
 
         if (atomic_load_explicit(&x->n_monitors, memory_order_relaxed) == 0)
-                return;
+                return; /* the cost of every request while nobody watches */
+        h = topic_hash(EVENTS_MONITOR, strlen(EVENTS_MONITOR));
         for (size_t i = 0; i < c->n_subs; i++)
                 if (c->subs[i]->len == strlen(EVENTS_MONITOR) &&
                     memcmp(c->subs[i]->name, EVENTS_MONITOR, c->subs[i]->len) == 0)
