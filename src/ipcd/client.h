@@ -68,6 +68,7 @@ struct Topic;
  * line; `stats` sums them (registry_counters). */
 /* Per-command counters of one client (metrics.c); entries made on first use. */
 #define CLIENT_METRICS_SLOTS 8
+#define CLIENT_UNTIMED_SLOTS 4
 typedef struct ClientMetrics {
         atomic_uint n; /* entries in use; each is complete before n counts it */
         struct MetricsEntry *e[CLIENT_METRICS_SLOTS];
@@ -131,7 +132,14 @@ typedef struct Client {
         Role auth_role; /* raised by auth */
         unsigned auth_failures;
         uint64_t line_since_usec; /* a partial request line waits since (monotonic), or 0 */
-        uint64_t request_start_usec; /* the end of the last request of this batch (monotonic) */
+        uint64_t request_start_usec; /* the end of the last timed request of this batch (monotonic) */
+        /* Built-ins that answer at once, run since request_start_usec and
+         * not timed one by one (commands_settle_timing()). */
+        struct {
+                int slot;
+                unsigned ok, failed;
+        } untimed[CLIENT_UNTIMED_SLOTS];
+        unsigned n_untimed_slots, n_untimed;
         uint64_t rcvtimeo_usec;   /* SO_RCVTIMEO as set now */
         size_t stop_budget;       /* after stop_requested: bytes still to read */
         unsigned n_refusals_logged;

@@ -12,6 +12,10 @@
  * could not be appended.
  */
 int command_dispatch(Client *c);
+/* Time the instant built-ins run since the last timed point (the batch's
+ * start, a timed request) as of `now`, and start the next from there. The
+ * reader calls it at the end of each batch and before it flushes early. */
+void commands_settle_timing(Client *c, uint64_t now);
 
 /*
  * Append an OK frame with `payload` to c->out: 0, or -ENOMEM. Its ERR

@@ -19,6 +19,10 @@
  * overflow of a client that used more than CLIENT_METRICS_SLOTS commands).
  * A request's duration runs from the end of the one before it in the same
  * read batch (or the batch's start) to its end: one clock read per request.
+ * The built-ins that answer at once (ping, echo, hello, publish) are not
+ * timed one by one: the time from the last timed point to the next (a
+ * timed request, a flush, the batch's end) is split evenly among them
+ * (commands_settle_timing()), one clock read for a whole pipelined batch.
  * The names
  * are those of the built-in and configured commands, never what a
  * client typed: an unknown name counts as "unknown", so a client cannot
@@ -116,28 +120,43 @@ static void bump(atomic_uint_fast64_t *v, uint64_t by)
                               memory_order_relaxed);
 }
 
-void metrics_record(ClientMetrics *m, int slot, bool ok, uint64_t usec)
+void metrics_record_n(ClientMetrics *m, int slot, unsigned n_ok, unsigned n_failed, uint64_t usec)
 {
         unsigned n = atomic_load_explicit(&m->n, memory_order_relaxed);
         struct MetricsEntry *e = NULL;
 
-        if (slot < 0)
+        if (slot < 0 || n_ok + n_failed == 0)
                 return;
         for (unsigned i = 0; i < n && !e; i++)
                 if (m->e[i]->slot == slot)
                         e = m->e[i];
         if (!e) {
                 if (n == CLIENT_METRICS_SLOTS || !(e = calloc(1, sizeof(*e)))) {
-                        metrics_record_slot(slot, ok, usec);
+                        CommandMetrics *t = &table[slot];
+
+                        atomic_fetch_add_explicit(&t->ok, n_ok, memory_order_relaxed);
+                        atomic_fetch_add_explicit(&t->failed, n_failed, memory_order_relaxed);
+                        atomic_fetch_add_explicit(&t->bucket[bucket_of(usec)], n_ok + n_failed,
+                                                  memory_order_relaxed);
+                        atomic_fetch_add_explicit(&t->sum_usec, usec * (n_ok + n_failed),
+                                                  memory_order_relaxed);
                         return;
                 }
                 e->slot = slot;
                 m->e[n] = e;
                 atomic_store_explicit(&m->n, n + 1, memory_order_release);
         }
-        bump(ok ? &e->ok : &e->failed, 1);
-        bump(&e->bucket[bucket_of(usec)], 1);
-        bump(&e->sum_usec, usec);
+        if (n_ok)
+                bump(&e->ok, n_ok);
+        if (n_failed)
+                bump(&e->failed, n_failed);
+        bump(&e->bucket[bucket_of(usec)], n_ok + n_failed);
+        bump(&e->sum_usec, usec * (n_ok + n_failed));
+}
+
+void metrics_record(ClientMetrics *m, int slot, bool ok, uint64_t usec)
+{
+        metrics_record_n(m, slot, ok, !ok, usec);
 }
 
 void metrics_fold(ClientMetrics *m)

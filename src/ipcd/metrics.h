@@ -24,6 +24,8 @@ void metrics_record_slot(int slot, bool ok, uint64_t usec);
  * (the table when it has used CLIENT_METRICS_SLOTS commands already). The
  * client's reader thread only. */
 void metrics_record(ClientMetrics *m, int slot, bool ok, uint64_t usec);
+/* n_ok + n_failed runs that took `usec` each, at once. */
+void metrics_record_n(ClientMetrics *m, int slot, unsigned n_ok, unsigned n_failed, uint64_t usec);
 /* The client is being removed, under the registry lock: its counters join
  * the table, in the same step that takes it off the list `metrics` adds up. */
 void metrics_fold(ClientMetrics *m);

@@ -302,14 +302,19 @@ static void reader_batch(Client *c, size_t *scan, uint64_t now)
                 completed = true;
                 if (c->closing)
                         break;
-                if (c->out.len >= OUT_FLUSH_BYTES &&
-                    (client_flush(c) < 0 || outbox_wait_space(&c->outbox, USEC_INFINITY) < 0)) {
-                        c->closing = true;
-                        break;
-                }
-                if (c->out.len == 0) /* it flushed and may have waited: not the next one's time */
+                if (c->out.len >= OUT_FLUSH_BYTES) {
+                        commands_settle_timing(c, now_usec(CLOCK_MONOTONIC));
+                        if (client_flush(c) < 0 ||
+                            outbox_wait_space(&c->outbox, USEC_INFINITY) < 0) {
+                                c->closing = true;
+                                break;
+                        }
+                        /* it may have waited: not the next request's time */
                         c->request_start_usec = now_usec(CLOCK_MONOTONIC);
+                }
         }
+        if (c->n_untimed > 0)
+                commands_settle_timing(c, now_usec(CLOCK_MONOTONIC));
         /* A partial line that can no longer fit (allowing for a CR). */
         if (!c->closing && c->in.len - start > c->config->max_line_bytes + 1)
                 reader_too_long(c);
