@@ -64,9 +64,8 @@ struct Server;
 
 struct Topic;
 
-/* What every request bumps: per client, so that clients share no cache
- * line; `stats` sums them (registry_counters). */
-/* Per-command counters of one client (metrics.c); entries made on first use. */
+/* Per-command counters of one client (metrics.c); entries made on first
+ * use, at most CLIENT_METRICS_SLOTS (~170 bytes each). */
 #define CLIENT_METRICS_SLOTS 8
 #define CLIENT_UNTIMED_SLOTS 4
 typedef struct ClientMetrics {
@@ -74,6 +73,8 @@ typedef struct ClientMetrics {
         struct MetricsEntry *e[CLIENT_METRICS_SLOTS];
 } ClientMetrics;
 
+/* What every request bumps: per client, so that clients share no cache
+ * line; `stats` sums them (registry_counters). */
 typedef struct ClientCounters {
         uint64_t commands_ok, commands_failed, bytes_in, bytes_out;
 } ClientCounters;

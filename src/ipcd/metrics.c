@@ -93,16 +93,18 @@ static size_t bucket_of(uint64_t usec)
         return b;
 }
 
-void metrics_record_slot(int slot, bool ok, uint64_t usec)
+/* n_ok + n_failed runs that took `usec` each, into the server-wide table:
+ * lock-free, but a shared cache line (folds, and the overflow of a client
+ * that used more than CLIENT_METRICS_SLOTS commands). */
+static void table_add(int slot, unsigned n_ok, unsigned n_failed, uint64_t usec)
 {
-        CommandMetrics *m;
+        CommandMetrics *t = &table[slot];
 
-        if (slot < 0)
-                return;
-        m = &table[slot];
-        atomic_fetch_add_explicit(ok ? &m->ok : &m->failed, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&m->bucket[bucket_of(usec)], 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&m->sum_usec, usec, memory_order_relaxed);
+        atomic_fetch_add_explicit(&t->ok, n_ok, memory_order_relaxed);
+        atomic_fetch_add_explicit(&t->failed, n_failed, memory_order_relaxed);
+        atomic_fetch_add_explicit(&t->bucket[bucket_of(usec)], n_ok + n_failed,
+                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&t->sum_usec, usec * (n_ok + n_failed), memory_order_relaxed);
 }
 
 /* One client's counters of one command: one writer (the client's reader),
@@ -132,14 +134,7 @@ void metrics_record_n(ClientMetrics *m, int slot, unsigned n_ok, unsigned n_fail
                         e = m->e[i];
         if (!e) {
                 if (n == CLIENT_METRICS_SLOTS || !(e = calloc(1, sizeof(*e)))) {
-                        CommandMetrics *t = &table[slot];
-
-                        atomic_fetch_add_explicit(&t->ok, n_ok, memory_order_relaxed);
-                        atomic_fetch_add_explicit(&t->failed, n_failed, memory_order_relaxed);
-                        atomic_fetch_add_explicit(&t->bucket[bucket_of(usec)], n_ok + n_failed,
-                                                  memory_order_relaxed);
-                        atomic_fetch_add_explicit(&t->sum_usec, usec * (n_ok + n_failed),
-                                                  memory_order_relaxed);
+                        table_add(slot, n_ok, n_failed, usec);
                         return;
                 }
                 e->slot = slot;
@@ -352,7 +347,7 @@ static int format_commands(const CommandSnapshot *copy, size_t n, Buffer *b)
 typedef struct Totals {
         CommandSnapshot *copy;
         size_t n;
-        bool taken, failed;
+        bool taken; /* the table was copied */
 } Totals;
 
 static int add_client(Client *c, void *userdata)
@@ -365,10 +360,8 @@ static int add_client(Client *c, void *userdata)
         if (!t->taken) {
                 t->taken = true;
                 t->copy = metrics_snapshot(&t->n);
-                if (!t->copy) {
-                        t->failed = true;
+                if (!t->copy)
                         return -ENOMEM;
-                }
         }
         n = atomic_load_explicit(&c->metrics.n, memory_order_acquire);
         for (unsigned i = 0; i < n; i++) {

@@ -17,12 +17,9 @@
  * does not exist: "unknown"), made on first use; -1 if the table is full.
  * Any thread. */
 int metrics_slot(const char *name);
-/* Count one run that took `usec` in the server-wide table: lock-free, but
- * a shared cache line. Any thread. */
-void metrics_record_slot(int slot, bool ok, uint64_t usec);
-/* The same in the client's own counters, without a locked instruction
- * (the table when it has used CLIENT_METRICS_SLOTS commands already). The
- * client's reader thread only. */
+/* Count one run that took `usec` in the client's own counters, without a
+ * locked instruction (in the server-wide table when it has used
+ * CLIENT_METRICS_SLOTS commands already). The client's reader thread only. */
 void metrics_record(ClientMetrics *m, int slot, bool ok, uint64_t usec);
 /* n_ok + n_failed runs that took `usec` each, at once. */
 void metrics_record_n(ClientMetrics *m, int slot, unsigned n_ok, unsigned n_failed, uint64_t usec);

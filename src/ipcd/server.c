@@ -371,7 +371,7 @@ static void server_accept(Server *s, Listener *l, uint64_t *paused_until)
 #define TRIM_EVERY_USEC (10 * USEC_PER_SEC)
 
 /* How often the drain re-kicks readers that have not noticed the stop yet. */
-#define DRAIN_KICK_USEC (2 * 1000)
+#define DRAIN_KICK_USEC (20 * 1000)
 
 /*
  * The drain of a restart: readers stop at a request boundary with their
