@@ -292,6 +292,71 @@ def test_fanout_100_subscribers_1000_events():
             s.close()
 
 
+def test_held_back_publishes_fanned_out_within_the_queue_limit():
+    """A publisher's backlog, read in one go (a batch that published reads
+    on while more is there), is fanned out in batches well under
+    QueueLimitBytes=: a subscriber that reads is not counted as slow, and
+    gets every event once, in order, with every publish answered."""
+    limit, n, size = 65536, 800, 96
+
+    def payload(i):
+        return b"%06d:" % i + b"p" * (size - 7)
+
+    with Daemon("--queue-limit", "64K") as d:
+        admin = d.connect()
+        sub = d.connect(timeout=30)
+        ok(sub, "subscribe burst", "1")
+        subscribed(d, admin, "burst", 1)
+        got = []
+
+        def read_events():
+            try:
+                for i in range(n):
+                    got.append(sub.read_frame())
+            except (OSError, EOFError, ValueError) as e:
+                got.append(e)
+        reader = threading.Thread(target=read_events, daemon=True)
+        reader.start()
+
+        pub = d.connect(timeout=30)
+        # Hold the publisher's reader back: answers it is owed and does not
+        # read, past its own queue limit (the socket's buffer first), and
+        # not so many that the requests left unread fill our socket.
+        wmem = int(open("/proc/sys/net/core/wmem_default").read())
+        echo = b"e" * 8000
+        n_echo = (wmem + limit) // len(echo) + 4
+        pub.send(b"".join(b"echo %s\n" % echo for _ in range(n_echo)))
+
+        def pub_queued():
+            for line in ok(admin, "clients").decode().splitlines():
+                m = re.search(r" queued=(\d+)", line)
+                if m and int(m.group(1)) > limit:
+                    return True
+            return False
+        wait_for(pub_queued, what="the publisher's answers queued past its limit")
+        # The publishes wait in the socket, then are read all at once:
+        # without a bound, one batch of ~88 KiB would be queued for the
+        # subscriber before its write.
+        pub.send(b"".join(b"publish burst %s\n" % payload(i) for i in range(n)))
+        for _ in range(n_echo):
+            f = pub.read_frame()
+            check(f.kind == "OK" and f.payload == echo, "echo: %r" % (f,))
+        answers = [pub.read_frame() for _ in range(n)]
+        check(all(f.kind == "OK" and f.payload == b"1" for f in answers),
+              "publish answers: %r" % [f for f in answers if f.payload != b"1"][:3])
+        reader.join(30)
+        check(not reader.is_alive(), "the subscriber has %d of %d events" % (len(got), n))
+        bad = [(i, f) for i, f in enumerate(got)
+               if not (isinstance(f, ipcdtest.Frame) and f.kind == "EVENT"
+                       and f.payload == payload(i))]
+        check(not bad, "event %r" % (bad[:1],))
+        st = d.stats()
+        check(st["slow_consumer_disconnects"] == "0" and st["events_dropped"] == "0"
+              and st["events_delivered"] == str(n), "stats: %r" % st)
+        for c in (admin, sub, pub):
+            c.close()
+
+
 class Reader(threading.Thread):
     """Reads n `big` events on conn, checking each byte-exactly, and counts them."""
 
@@ -569,6 +634,7 @@ if __name__ == "__main__":
         test_roles_and_topics,
         test_clients_shows_topics,
         test_fanout_100_subscribers_1000_events,
+        test_held_back_publishes_fanned_out_within_the_queue_limit,
         test_slow_consumer_disconnected_others_unaffected,
         test_events_only_between_frames,
         test_ipcctl_listen_and_publish,

@@ -36,6 +36,10 @@
  * destroy the answer in flight. */
 #define LINGER_USEC  (2 * USEC_PER_SEC)
 #define LINGER_BYTES (16 * 1024 * 1024)
+/* How many more reads, and bytes in all, a batch that published may take
+ * along (see reader_read_more). */
+#define READ_MORE_MAX   64
+#define READ_MORE_BYTES 65536
 /* While lingering, how often to look whether the peer has taken everything. */
 #define LINGER_POLL_MSEC 20
 /* Once everything is taken, how long a peer that still sends may take to
@@ -286,6 +290,34 @@ static ssize_t reader_read(Client *c, bool *stopping, ReadEnd *end)
         return 0;
 }
 
+/* The events of one batch wait in each subscriber's queue until the batch
+ * ends: the batch stays well under QueueLimitBytes=, so that a small limit
+ * cannot count a subscriber that reads at once as slow. */
+static size_t reader_more_bytes(const Client *c)
+{
+        return MIN((size_t)READ_MORE_BYTES, c->config->queue_limit_bytes / 4);
+}
+
+/*
+ * A batch that published events takes along what its publisher has sent
+ * meanwhile, without waiting: more of its publishes, fanned out by the same
+ * write per subscriber (and answered by the same write), at most `budget`
+ * bytes. The bytes read (> 0), or 0 when nothing more is there or reading
+ * must go the long way (a stop, a drop, the end, an error: the next
+ * reader_read() sees them).
+ */
+static ssize_t reader_read_more(Client *c, bool stopping, size_t budget)
+{
+        ssize_t n;
+
+        if (stopping || atomic_load(&c->stop_requested) || atomic_load(&c->dropped) || c->closing)
+                return 0;
+        if (buffer_reserve(&c->in, MIN(budget, (size_t)READ_CHUNK)) < 0)
+                return 0;
+        n = recv(c->fd, c->in.data + c->in.len, MIN(c->in.cap - c->in.len, budget), MSG_DONTWAIT);
+        return n > 0 ? n : 0;
+}
+
 /* Split, parse and run the complete lines in c->in; keep the partial one. */
 static void reader_batch(Client *c, size_t *scan, uint64_t now)
 {
@@ -384,6 +416,16 @@ void *client_reader_thread(void *userdata)
                 c->in.len += n;
                 client_refresh_config(c); /* once per batch: one atomic load */
                 reader_batch(c, &scan, now_usec(CLOCK_MONOTONIC));
+                for (size_t more = 0, got = (size_t)n;
+                     c->n_fanout > 0 && more < READ_MORE_MAX && got < reader_more_bytes(c);
+                     more++, got += (size_t)n) {
+                        n = reader_read_more(c, stopping, reader_more_bytes(c) - got);
+                        if (n <= 0)
+                                break;
+                        client_count(&c->n_bytes_in, (uint64_t)n);
+                        c->in.len += n;
+                        reader_batch(c, &scan, now_usec(CLOCK_MONOTONIC));
+                }
                 if (client_flush(c) < 0)
                         end = READ_EOF;
                 else if (c->closing)
