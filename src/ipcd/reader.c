@@ -39,7 +39,7 @@
 /* How many more reads, and bytes in all, a batch that published may take
  * along (see reader_read_more). */
 #define READ_MORE_MAX   64
-#define READ_MORE_BYTES 65536
+#define READ_MORE_BYTES 16384
 /* While lingering, how often to look whether the peer has taken everything. */
 #define LINGER_POLL_MSEC 20
 /* Once everything is taken, how long a peer that still sends may take to
