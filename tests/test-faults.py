@@ -45,13 +45,18 @@ def read_to_eof(sock, limit=4096):
 
 
 def test_slowloris():
-    """A client sending nothing is closed after ClientIdleTimeoutSec; clients
-    dribbling a line (a byte every 0.5 s, so never idle) neither delay an
+    """A client sending nothing is closed after ClientIdleTimeoutSec, and so
+    is one gone quiet after pipelining (its reader waits in poll(), not in
+    read()); clients dribbling a line (a byte every 0.5 s, so never idle) neither delay an
     active client nor keep clients past MaxClients from being refused."""
     conf = NO_RESERVE + "ClientIdleTimeoutSec=2\n"
     with configured(conf, "--max-clients", "25") as d:
         idle = d.connect(timeout=10)
         t_idle = time.monotonic()
+        piped = d.connect(timeout=10)
+        piped.send("ping\nping\n")
+        check([piped.read_frame().payload for _ in range(2)] == [b"pong"] * 2, "pipelined pings")
+        t_piped = time.monotonic()
         active = d.connect(timeout=5)
         active.exchange("ping", PONG)
         dribblers = [d.connect() for _ in range(20)]
@@ -86,6 +91,11 @@ def test_slowloris():
             took = time.monotonic() - t_idle
             check(1.9 <= took <= 6, "silent client closed after %.2fs (idle timeout 2s)" % took)
             idle.close()
+            piped.wait_eof(6)
+            took = time.monotonic() - t_piped
+            check(1.5 <= took <= 6,
+                  "quiet pipelining client closed after %.2fs (idle timeout 2s)" % took)
+            piped.close()
             # (b) the dribblers are not idle: all still connected
             d.wait_clients(21, via=active)
             # fill up to MaxClients with more dribblers, then refuse 5
