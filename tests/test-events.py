@@ -164,14 +164,18 @@ def test_subscriber_reader_sleeps_through_deliveries():
     in poll() for input only. 1,000 events, each read as it comes, may cost
     the reader a handful of wake-ups, not one each."""
     with Daemon() as d:
-        before = tasks(d.pid, "ipcd-reader")
         sub = d.connect()
         ok(sub, "ping", "pong")
-        # (the reader of a connection that ended just before, slower to
-        # start under a sanitizer, may still be about: it goes)
-        wait_for(lambda: len(tasks(d.pid, "ipcd-reader") - before) == 1,
-                 what="one new reader thread")
-        reader = (tasks(d.pid, "ipcd-reader") - before).pop()
+        # The only client now: its reader is the only one, once the reader
+        # of the start-up probe has gone (it may even start after ours).
+        # One snapshot, both counted and taken.
+        alone = []
+
+        def one_reader():
+            alone[:] = tasks(d.pid, "ipcd-reader")
+            return len(alone) == 1
+        wait_for(one_reader, what="the subscriber's reader thread alone")
+        reader = alone[0]
         ok(sub, "subscribe tick", "1")
         pub = d.connect()
         start = voluntary_switches(d.pid, reader)

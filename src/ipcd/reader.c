@@ -409,6 +409,7 @@ void *client_reader_thread(void *userdata)
         }
 
         while (end == READ_ON) {
+                size_t lines;
                 ssize_t n;
 
                 if (outbox_wait_space(&c->outbox, USEC_INFINITY) < 0) {
@@ -421,7 +422,7 @@ void *client_reader_thread(void *userdata)
                 client_count(&c->n_bytes_in, (uint64_t)n);
                 c->in.len += n;
                 client_refresh_config(c); /* once per batch: one atomic load */
-                pipelining = reader_batch(c, &scan, now_usec(CLOCK_MONOTONIC)) > 1;
+                lines = reader_batch(c, &scan, now_usec(CLOCK_MONOTONIC));
                 for (size_t more = 0, got = (size_t)n;
                      c->n_fanout > 0 && more < READ_MORE_MAX && got < reader_more_bytes(c);
                      more++, got += (size_t)n) {
@@ -430,8 +431,9 @@ void *client_reader_thread(void *userdata)
                                 break;
                         client_count(&c->n_bytes_in, (uint64_t)n);
                         c->in.len += n;
-                        reader_batch(c, &scan, now_usec(CLOCK_MONOTONIC));
+                        lines += reader_batch(c, &scan, now_usec(CLOCK_MONOTONIC));
                 }
+                pipelining = lines > 1;
                 if (client_flush(c) < 0)
                         end = READ_EOF;
                 else if (c->closing)
