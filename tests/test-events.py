@@ -168,14 +168,18 @@ def test_subscriber_reader_sleeps_through_deliveries():
         ok(sub, "ping", "pong")
         # The only client now: its reader is the only one, once the reader
         # of the start-up probe has gone (it may even start after ours).
-        # One snapshot, both counted and taken.
-        alone = []
+        # A listing of /proc/PID/task ends early when the thread it has
+        # reached exits meanwhile, hiding the threads after it (ours, the
+        # newer): the same single reader in two listings in a row.
+        seen = []
 
         def one_reader():
-            alone[:] = tasks(d.pid, "ipcd-reader")
-            return len(alone) == 1
+            now = tasks(d.pid, "ipcd-reader")
+            stable = len(now) == 1 and bool(seen) and seen[-1] == now
+            seen.append(now)
+            return stable
         wait_for(one_reader, what="the subscriber's reader thread alone")
-        reader = alone[0]
+        reader = next(iter(seen[-1]))
         ok(sub, "subscribe tick", "1")
         pub = d.connect()
         start = voluntary_switches(d.pid, reader)
