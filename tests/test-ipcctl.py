@@ -1142,10 +1142,15 @@ class Tmux:
 
 
 def children_of(pid):
+    """pid's children, as far as one listing of its threads shows them (a
+    thread that exits meanwhile can end the listing early: poll)."""
     kids = []
     for task in os.listdir("/proc/%d/task" % pid):
-        with open("/proc/%d/task/%s/children" % (pid, task)) as f:
-            kids += [int(k) for k in f.read().split()]
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+                kids += [int(k) for k in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that just ended
     return kids
 
 
@@ -1175,13 +1180,16 @@ def test_interactive_shell():
             t.expect("subscribe news\n1")
             # Ctrl-C during a running command: back to the prompt, the command gone
             t.keys("nap", "Enter")
-            wait_for(lambda: children_of(d.pid), what="nap to start")
-            kid = children_of(d.pid)[0]
+            kid = wait_for(lambda: children_of(d.pid), what="nap to start")[0]
             t.keys("C-c")
             t.expect("^C cancelled 1 request(s)")
-            wait_for(lambda: not os.path.exists("/proc/%d" % kid) or
-                     open("/proc/%d/stat" % kid).read().split()[2] == "Z",
-                     what="the running command to be killed")
+            def gone(pid):
+                try:
+                    with open("/proc/%d/stat" % pid) as f:
+                        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+                except (FileNotFoundError, ProcessLookupError):
+                    return True  # reaped
+            wait_for(lambda: gone(kid), what="the running command to be killed")
             # the subscription came along to the new connection
             wait_for(lambda: ipcctl("-s", d.path, "publish", "news", "still here").stdout
                      == b"1\n", what="the subscription to be restored")
