@@ -434,6 +434,14 @@ def step_autopkgtest():
     if r.returncode != 0:
         print(r.stdout[-30000:])
         print(r.stderr[-10000:])
+        # A suite runner shows only the end of a long log: the failures
+        # (and what they said) once more, last.
+        lines = r.stdout.splitlines()
+        marks = [i for i, l in enumerate(lines)
+                 if re.search(r"\bFAIL\b|^Traceback|Error: |^FAIL:", l)]
+        print("== the failures in autopkgtest's output:")
+        for i in marks[:40]:
+            print(lines[i])
     check(r.returncode == 0, "autopkgtest: exit %d" % r.returncode)
     results = dict(l.split()[:2] for l in summary.splitlines() if l.strip())
     check(results == {"systemd-socket": "PASS", "build-tests": "PASS"},
